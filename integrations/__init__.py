@@ -1,0 +1,1 @@
+"""Thin adapters to the outside systems: MLflow (tracking, registry) and Label Studio."""

@@ -1,0 +1,1 @@
+"""Datasets: on-disk layouts, the labels manifest, image decoding, splits and the synthetic default."""

@@ -1,0 +1,1 @@
+"""One module per MLflow entry point (see MLproject): small, explicit parameters."""

@@ -1,0 +1,32 @@
+"""``finetune``: head warm-up on frozen VGG16, then the last N conv blocks unfrozen at a low learning rate."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlproject.training import common
+from mlproject.training.head_training import HeadTrainingConfig
+from mlproject.training.keras_run import add_head_arguments, run_head_variant
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="finetune", description=__doc__)
+    common.add_training_arguments(parser)
+    add_head_arguments(parser)
+    parser.add_argument("--trainable-blocks", type=common.integer, default=1, help="last N VGG16 blocks to unfreeze (1 = block5)")
+    parser.add_argument("--warmup-epochs", type=common.integer, default=5)
+    parser.add_argument("--epochs", type=common.integer, default=15, help="fine-tuning epochs (early stopping may end sooner)")
+    parser.add_argument("--lr-finetune", type=float, default=1e-5)
+    parser.add_argument("--cache-frozen-outputs", default="auto", choices=["auto", "true", "false"],
+                        help="train on the frozen blocks' outputs computed once (auto: unless augmenting)")
+    args = parser.parse_args(argv)
+    cache = (not args.augment) if args.cache_frozen_outputs == "auto" else common.str2bool(args.cache_frozen_outputs)
+    config = HeadTrainingConfig(warmup_epochs=args.warmup_epochs, finetune_epochs=args.epochs,
+                                batch_size=args.batch_size, lr_head=args.lr_head, lr_finetune=args.lr_finetune,
+                                patience=args.patience, augment=args.augment, cache_frozen_outputs=cache,
+                                seed=args.seed)
+    run_head_variant(args, variant="finetune", trainable_blocks=args.trainable_blocks, config=config)
+
+
+if __name__ == "__main__":
+    main()

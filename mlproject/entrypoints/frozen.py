@@ -1,0 +1,25 @@
+"""``frozen``: VGG16 frozen, a dense head trained on top."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlproject.training import common
+from mlproject.training.head_training import HeadTrainingConfig
+from mlproject.training.keras_run import add_head_arguments, run_head_variant
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="frozen", description=__doc__)
+    common.add_training_arguments(parser)
+    add_head_arguments(parser)
+    parser.add_argument("--epochs", type=common.integer, default=30, help="head epochs (early stopping may end sooner)")
+    args = parser.parse_args(argv)
+    config = HeadTrainingConfig(warmup_epochs=args.epochs, finetune_epochs=0, batch_size=args.batch_size,
+                                lr_head=args.lr_head, patience=args.patience, augment=args.augment,
+                                cache_frozen_outputs=not args.augment, seed=args.seed)
+    run_head_variant(args, variant="frozen", trainable_blocks=0, config=config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The registered model: raw image bytes in, P(defect), label and model version out.
+
+Decoding, resizing and VGG preprocessing run inside the model (the same
+:func:`mlproject.data.decode.images_to_model_input` training uses), so serving cannot drift
+from training. The package travels with the model (``code_paths``).
+
+Input: a DataFrame with one column ``image`` of raw encoded image bytes (PNG, JPEG, BMP, TIFF).
+Over MLflow's REST scoring server send the bytes base64-encoded (``dataframe_split`` JSON);
+MLflow decodes binary columns itself. In Python, base64 strings are accepted as well.
+
+Output: a DataFrame, one row per input row, with ``p_defect`` (float; NaN when the image could not
+be decoded), ``label`` (the class at the model's threshold; empty on error), ``model_version``
+and ``error`` (empty, or why that image could not be read).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+CONFIG_ARTIFACT = "model_config"
+KERAS_ARTIFACT = "keras_model"
+SKLEARN_ARTIFACT = "sklearn_model"
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("binary", "image")]),
+    outputs=Schema(
+        [
+            ColSpec("double", "p_defect"),
+            ColSpec("string", "label"),
+            ColSpec("string", "model_version"),
+            ColSpec("string", "error"),
+        ]
+    ),
+)
+
+
+def _as_bytes(value) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return base64.b64decode(value, validate=True)
+    raise TypeError(f"image must be bytes or a base64 string, got {type(value).__name__}")
+
+
+class DefectClassifierModel(mlflow.pyfunc.PythonModel):
+    """One class for all variants: a Keras network, optionally followed by a scikit-learn classifier."""
+
+    def load_context(self, context):
+        import keras
+
+        import mlproject.models.layers  # noqa: F401  (registers custom layers before loading)
+
+        self.config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
+        self.keras_model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        self.sklearn_model = None
+        if SKLEARN_ARTIFACT in context.artifacts:
+            import joblib
+
+            self.sklearn_model = joblib.load(context.artifacts[SKLEARN_ARTIFACT])
+        model_config = context.model_config or {}
+        self.model_version = str(model_config.get("model_version") or self.config.get("model_version", ""))
+
+    def predict_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """P(defect) for a batch of preprocessed images."""
+        batch_size = int(self.config.get("batch_size", 32))
+        outputs = []
+        for start in range(0, len(batch), batch_size):
+            outputs.append(np.asarray(self.keras_model(batch[start : start + batch_size], training=False)))
+        network_out = np.concatenate(outputs) if outputs else np.zeros((0, 1), np.float32)
+        if self.sklearn_model is not None:
+            return self.sklearn_model.predict_proba(network_out)[:, 1] if len(network_out) else np.zeros(0)
+        return network_out[:, 0]
+
+    def predict(self, context, model_input, params=None):
+        from mlproject.data.decode import BadImageError, images_to_model_input
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if "image" not in frame.columns:
+            raise ValueError("input needs a column 'image' with the encoded image bytes")
+        raw, errors = [], {}
+        for i, value in enumerate(frame["image"].tolist()):
+            try:
+                raw.append(_as_bytes(value))
+            except (TypeError, ValueError) as exc:
+                raw.append(b"")
+                errors[i] = f"row {i}: {exc}"
+        sources = [f"row {i}" for i in range(len(raw))]
+        batch, good, bad = images_to_model_input(raw, int(self.config["image_size"]), sources=sources)
+        bad_indices = sorted(set(range(len(raw))) - set(good))
+        for index, error in zip(bad_indices, bad):
+            errors.setdefault(index, str(error))
+        p_defect = np.full(len(raw), np.nan)
+        if len(good):
+            p_defect[np.asarray(good)] = self.predict_probabilities(batch)
+        negative, positive = self.config["class_names"]
+        threshold = float(self.config["threshold"])
+        labels = np.where(p_defect >= threshold, positive, negative).astype(object)
+        labels[np.isnan(p_defect)] = ""
+        return pd.DataFrame(
+            {
+                "p_defect": p_defect,
+                "label": labels,
+                "model_version": self.model_version,
+                "error": [errors.get(i, "") for i in range(len(raw))],
+            }
+        )
+
+
+def model_config_dict(*, variant: str, image_size: int, class_names, threshold: float, weights: str,
+                      model_version: str, batch_size: int = 32) -> dict:
+    return {
+        "variant": variant,
+        "image_size": int(image_size),
+        "class_names": list(class_names),
+        "threshold": float(threshold),
+        "weights": weights,
+        "model_version": model_version,
+        "batch_size": int(batch_size),
+    }
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of what the model needs at load time (mlflow infers too much, and slowly)."""
+    from importlib.metadata import version
+
+    packages = ["mlflow", "numpy", "pandas", "pillow", "scikit-learn", "keras", "h5py"]
+    requirements = [f"{name}=={version(name)}" for name in packages]
+    return requirements + [f"tensorflow-cpu=={version('tensorflow-cpu')}"]
+
+
+def package_dir() -> str:
+    return str(Path(__file__).resolve().parents[1])

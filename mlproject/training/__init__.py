@@ -1,0 +1,1 @@
+"""Training: the code behind the MLflow entry points (svm, frozen, finetune)."""

@@ -1,0 +1,209 @@
+"""Steps every training entry point shares: data in, report out, model registered."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from integrations import mlflow_registry, mlflow_runs
+from mlproject.data.images import BadFile, load_images
+from mlproject.data.loaders import label_counts, load_dataset, manifest_hash, source_counts
+from mlproject.data.records import DEFECT, LabeledImage
+from mlproject.data.split import Split, stratified_split
+from mlproject.data.synthetic import generate_synthetic_dagm
+from mlproject.evaluation.report import build_report, plot_training_curves, write_report_files
+from mlproject.models.backbone import describe_weights
+
+log = logging.getLogger("alloop")
+
+#: ``data=synthetic`` selects the embedded default: generated DAGM-like textures, not real data.
+SYNTHETIC = "synthetic"
+DEFAULT_MODEL_NAME = "alloop-defect-classifier"
+
+
+def str2bool(value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def integer(value: str) -> int:
+    """An integer parameter; MLflow projects only know float, so accept "224.0" as 224."""
+    number = float(value)
+    if not number.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
+    return int(number)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", default=SYNTHETIC,
+                       help="dataset folder or manifest (.csv/.jsonl); 'synthetic' = the embedded synthetic default")
+    group.add_argument("--layout", default="auto", choices=["auto", "dagm", "dagm-dev", "folders", "manifest"])
+    group.add_argument("--pattern", default="Class1", help="DAGM class: one binary model per pattern")
+    group.add_argument("--positive-label", default=DEFECT)
+    group.add_argument("--split-seed", type=integer, default=0)
+    group.add_argument("--val-fraction", type=float, default=0.15)
+    group.add_argument("--test-fraction", type=float, default=0.2)
+    group.add_argument("--skip-bad-images", type=str2bool, default=False,
+                       help="skip unreadable images (counted and logged as bad_images.csv) instead of failing")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    group = parser.add_argument_group("model")
+    group.add_argument("--weights", default="imagenet", help="imagenet | hed | none | path to a VGG16 no-top weights file")
+    group.add_argument("--image-size", type=integer, default=224)
+    group.add_argument("--threshold", type=float, default=0.5, help="P(defect) at or above which the label is the defect")
+    group.add_argument("--seed", type=integer, default=0)
+    group.add_argument("--round", type=integer, default=0, help="labelling round this model was trained in (lineage)")
+    group.add_argument("--registered-model-name", default=DEFAULT_MODEL_NAME)
+
+
+def synthetic_data_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "alloop-synthetic-dagm"
+
+
+def resolve_data(args) -> str:
+    if args.data == SYNTHETIC:
+        # Generated once per seed/size; it is synthetic, never a stand-in for real inspection data.
+        root = generate_synthetic_dagm(synthetic_data_dir(), pattern=args.pattern)
+        log.warning("data=synthetic: training on GENERATED DAGM-like textures in %s, not real images", root)
+        return str(root)
+    return args.data
+
+
+def class_names_for(records: list[LabeledImage], positive_label: str) -> tuple[str, str]:
+    """(negative, positive) class names; binary models only."""
+    labels = sorted({r.label for r in records})
+    if positive_label not in labels or len(labels) != 2:
+        raise ValueError(
+            f"expected exactly two labels, one of them {positive_label!r}; the data has {labels}. "
+            "Pass --positive-label, or give one folder per label (two labels)."
+        )
+    return (next(label for label in labels if label != positive_label), positive_label)
+
+
+@dataclass
+class PreparedData:
+    data: str
+    records: list[LabeledImage]
+    split: Split
+    class_names: tuple[str, str]
+    manifest_hash: str
+    x: dict  # split name -> uint8 images
+    y: dict  # split name -> int labels (1 = positive)
+    kept: dict  # split name -> records actually loaded
+    bad_files: list[BadFile]
+
+
+def prepare_data(args, image_size: int) -> PreparedData:
+    data = resolve_data(args)
+    records = load_dataset(data, pattern=args.pattern, layout=args.layout)
+    class_names = class_names_for(records, args.positive_label)
+    split = stratified_split(records, seed=args.split_seed, val_fraction=args.val_fraction,
+                             test_fraction=args.test_fraction)
+    x, y, kept, bad = {}, {}, {}, []
+    for name in ("train", "val", "test"):
+        images, loaded, bad_here = load_images(getattr(split, name), image_size, skip_bad=args.skip_bad_images)
+        x[name], kept[name] = images, loaded
+        y[name] = np.array([int(r.label == class_names[1]) for r in loaded], dtype=np.int64)
+        bad.extend(bad_here)
+    return PreparedData(data, records, split, class_names, manifest_hash(records), x, y, kept, bad)
+
+
+def log_data(prepared: PreparedData) -> None:
+    """The dataset's identity (hash, counts), the exact split and any skipped files."""
+    counts = label_counts(prepared.records)
+    mlflow_runs.log_params({
+        "data_path": prepared.data,
+        "manifest_hash": prepared.manifest_hash,
+        "class_names": ",".join(prepared.class_names),
+        **{f"n_{name}": len(prepared.kept[name]) for name in ("train", "val", "test")},
+    })
+    mlflow.set_tags({"manifest_hash": prepared.manifest_hash,
+                     **{f"labels.{label}": n for label, n in counts.items()},
+                     "synthetic_data": str(prepared.data.startswith(str(synthetic_data_dir())))})
+    mlflow_runs.log_rows(prepared.split.to_rows(), "data", "split.csv")
+    mlflow.log_metric("bad_images", len(prepared.bad_files))
+    if prepared.bad_files:
+        mlflow_runs.log_rows([asdict(b) for b in prepared.bad_files], "data", "bad_images.csv")
+        log.warning("skipped %d unreadable images (listed in the run's data/bad_images.csv)", len(prepared.bad_files))
+
+
+def log_history(history: dict) -> None:
+    if not history.get("loss"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_training_curves(history, Path(tmp) / "training_curves.png", title="training / validation")
+        mlflow.log_artifact(str(path), artifact_path="training")
+
+
+def log_test_report(prepared: PreparedData, p_test: np.ndarray, threshold: float, *, prefix: str = "test_"):
+    """The seed-format table, metrics, confusion matrix and curves on the test split."""
+    y_test = prepared.y["test"]
+    report = build_report(y_test, p_test, prepared.class_names, threshold=threshold, prefix=prefix)
+    mlflow.log_metrics(report.metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_report_files(report, y_test, p_test, Path(tmp), threshold=threshold)
+        mlflow_runs.log_files(paths, "evaluation")
+    mlflow_runs.log_rows(
+        [{"image": r.path, "label": r.label, "p_defect": float(p)} for r, p in zip(prepared.kept["test"], p_test)],
+        "evaluation", "predictions.csv")
+    print(f"\nTest split ({len(y_test)} images):\n{report.table}")
+    return report
+
+
+def register_model(python_model, artifacts: dict, config: dict, prepared: PreparedData, args, variant: str):
+    """Log the pyfunc and register it as a new version with alias ``challenger``."""
+    from mlproject.registry.pyfunc import SIGNATURE, package_dir, pip_requirements
+
+    run = mlflow.active_run()
+    config = {**config, "model_version": f"run:{run.info.run_id}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "model_config.json"
+        import json
+
+        config_path.write_text(json.dumps(config, indent=2))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            artifacts={**artifacts, "model_config": str(config_path)},
+            code_paths=[package_dir()],
+            signature=SIGNATURE,
+            pip_requirements=pip_requirements(),
+        )
+    sources = source_counts(prepared.records)
+    tags = {
+        "variant": variant,
+        "weights": describe_weights(args.weights).choice,
+        "weights_description": describe_weights(args.weights).description,
+        "manifest_hash": prepared.manifest_hash,
+        "round": args.round,
+        "run_id": run.info.run_id,
+        "image_size": config["image_size"],
+        **{f"labels_by_source.{s}": n for s, n in sources.items()},
+    }
+    ref = mlflow_registry.register(info.model_uri, args.registered_model_name, tags=tags)
+    mlflow.set_tags({"registered_model": str(ref)})
+    return ref
+
+
+def print_where_to_look(ref) -> None:
+    run = mlflow.active_run()
+    uri = mlflow.get_tracking_uri()
+    print(
+        f"\nRegistered {ref} (alias '{mlflow_registry.CHALLENGER}'), run {run.info.run_id}.\n"
+        f"MLflow UI: mlflow ui --backend-store-uri {uri}  -> experiment '{run.info.experiment_id}', "
+        f"Models -> {ref.name}\n"
+        f"Promote it: mlflow run . -e promote -P model_name={ref.name} --env-manager local"
+    )
