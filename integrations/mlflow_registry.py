@@ -48,8 +48,8 @@ def resolve(name: str, ref: str) -> VersionRef | None:
     client = MlflowClient()
     try:
         if str(ref).isdigit():
-            return VersionRef(name, client.get_model_version(name, str(ref)).version)
-        return VersionRef(name, client.get_model_version_by_alias(name, ref).version)
+            return VersionRef(name, str(client.get_model_version(name, str(ref)).version))
+        return VersionRef(name, str(client.get_model_version_by_alias(name, ref).version))
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
@@ -73,7 +73,7 @@ def register(model_uri: str, name: str, *, tags: dict[str, str], aliases: tuple[
     client = MlflowClient()
     for alias in aliases:
         client.set_registered_model_alias(name, alias, version.version)
-    return VersionRef(name, version.version)
+    return VersionRef(name, str(version.version))
 
 
 def set_alias(ref: VersionRef, alias: str) -> None:

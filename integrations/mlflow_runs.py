@@ -10,8 +10,16 @@ import mlflow
 
 
 def log_params(params: dict) -> None:
-    # MLflow params are strings of at most 6000 characters; keep ours short and explicit.
-    mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
+    """Log params not yet on the run.
+
+    ``mlflow run`` has already logged the MLproject parameters as the user typed them ("224",
+    "false"); logging our parsed values (224, False) again under the same key would be refused.
+    """
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    new = {key: str(value)[:500] for key, value in params.items() if key not in existing}
+    if new:
+        mlflow.log_params(new)
 
 
 def log_epoch(epoch: int, logs: dict[str, float]) -> None:

@@ -6,23 +6,24 @@ import keras
 from keras import ops
 
 #: How a feature map becomes a vector: global average, global max, both, or per-channel
-#: statistics (mean, standard deviation, max), which keep a trace of small local defects that a
-#: global average washes out.
+#: statistics (mean, standard deviation, max, min), which keep a trace of small local defects that a
+#: global average washes out (a smoothed patch in a noisy texture lowers the local minimum).
 POOLINGS = ("avg", "max", "avgmax", "stats")
 
 
 @keras.saving.register_keras_serializable(package="alloop")
 class GlobalChannelStats(keras.layers.Layer):
-    """Per-channel mean, standard deviation and maximum over the spatial axes, concatenated."""
+    """Per-channel mean, standard deviation, maximum and minimum over the spatial axes, concatenated."""
 
     def call(self, inputs):
         mean = ops.mean(inputs, axis=(1, 2))
         std = ops.sqrt(ops.maximum(ops.var(inputs, axis=(1, 2)), 1e-12))
         peak = ops.max(inputs, axis=(1, 2))
-        return ops.concatenate([mean, std, peak], axis=-1)
+        trough = ops.min(inputs, axis=(1, 2))
+        return ops.concatenate([mean, std, peak, trough], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], 3 * input_shape[-1])
+        return (input_shape[0], 4 * input_shape[-1])
 
 
 def global_pool(x, pooling: str, name: str):

@@ -168,6 +168,8 @@ def register_model(python_model, artifacts: dict, config: dict, prepared: Prepar
     from mlproject.registry.pyfunc import SIGNATURE, package_dir, pip_requirements
 
     run = mlflow.active_run()
+    # The registry assigns the version number only after logging; until a loader passes the real
+    # "NAME/VERSION" (integrations.mlflow_registry.load_pyfunc), predictions name the run.
     config = {**config, "model_version": f"run:{run.info.run_id}"}
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "model_config.json"
@@ -181,6 +183,7 @@ def register_model(python_model, artifacts: dict, config: dict, prepared: Prepar
             code_paths=[package_dir()],
             signature=SIGNATURE,
             pip_requirements=pip_requirements(),
+            model_config={"model_version": config["model_version"]},
         )
     sources = source_counts(prepared.records)
     tags = {
@@ -203,7 +206,8 @@ def print_where_to_look(ref) -> None:
     uri = mlflow.get_tracking_uri()
     print(
         f"\nRegistered {ref} (alias '{mlflow_registry.CHALLENGER}'), run {run.info.run_id}.\n"
-        f"MLflow UI: mlflow ui --backend-store-uri {uri}  -> experiment '{run.info.experiment_id}', "
+        f"MLflow UI: mlflow ui --backend-store-uri {uri}  -> experiment "
+        f"'{mlflow.get_experiment(run.info.experiment_id).name}', "
         f"Models -> {ref.name}\n"
         f"Promote it: mlflow run . -e promote -P model_name={ref.name} --env-manager local"
     )

@@ -1,0 +1,102 @@
+"""Each entry point through `mlflow run . -e X --env-manager local`, against a real SQLite tracking store."""
+
+import subprocess
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.conftest import REPO, project_env
+
+pytestmark = pytest.mark.integration
+
+TINY = {"weights": "none", "image_size": "32"}
+
+
+def mlflow_run(entry_point: str, **params) -> subprocess.CompletedProcess:
+    command = ["mlflow", "run", str(REPO), "-e", entry_point, "--env-manager", "local",
+               "--experiment-name", "tests"]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    result = subprocess.run(command, env=project_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"mlflow run -e {entry_point} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def latest_run(client: MlflowClient):
+    experiment = client.get_experiment_by_name("tests")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+
+def artifact_paths(client, run_id, folder):
+    return {f.path for f in client.list_artifacts(run_id, folder)}
+
+
+@pytest.mark.parametrize(
+    "entry_point,extra,epochs",
+    [
+        ("svm", {"pooling": "stats", "feature_layers": "block3_pool,block4_pool"}, None),
+        ("frozen", {"epochs": 3, "dense_units": 16}, 3),
+        ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16}, 4),
+    ],
+)
+def test_training_entry_point_registers_a_challenger(entry_point, extra, epochs, tracking_uri, synthetic_data):
+    name = f"test-{entry_point}"
+    mlflow_run(entry_point, data=synthetic_data, registered_model_name=name, round=3, **TINY, **extra)
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(name, "challenger")
+    assert str(version.version) == "1"
+    assert version.tags["variant"] == entry_point
+    assert version.tags["weights"] == "none" and version.tags["round"] == "3"
+    assert len(version.tags["manifest_hash"]) == 64
+    assert int(version.tags["labels_by_source.import"]) == 80
+
+    run = latest_run(client)
+    assert run.data.params["manifest_hash"] == version.tags["manifest_hash"]
+    for metric in ("test_balanced_accuracy", "test_defect_recall", "test_ok_precision", "test_defect_f1",
+                   "test_defect_support", "test_roc_auc"):
+        assert metric in run.data.metrics, metric
+    assert artifact_paths(client, run.info.run_id, "evaluation") >= {
+        "evaluation/classification_report.txt", "evaluation/confusion_matrix.png",
+        "evaluation/roc_pr_curves.png", "evaluation/predictions.csv"}
+    assert "data/split.csv" in artifact_paths(client, run.info.run_id, "data")
+    table = client.download_artifacts(run.info.run_id, "evaluation/classification_report.txt")
+    text = open(table).read()
+    assert "defect" in text and "ok" in text and "support" in text
+    if epochs is not None:
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in history] == list(range(epochs))
+        assert len(client.get_metric_history(run.info.run_id, "train_accuracy")) == epochs
+        assert "training/training_curves.png" in artifact_paths(client, run.info.run_id, "training")
+
+
+def test_promote_moves_champion_only_for_a_better_model_and_evaluate_scores_it(tracking_uri, synthetic_data):
+    client = MlflowClient()
+    name = "test-promote"
+    common = {"data": synthetic_data, "registered_model_name": name, **TINY}
+    # A deliberately useless model: threshold 1.0 labels every image "ok" (balanced accuracy 0.5,
+    # defect recall 0). The first model becomes champion whatever its score.
+    mlflow_run("svm", threshold=1.0, **common)
+    mlflow_run("promote", model_name=name, eval_data=synthetic_data, split="all")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+    mlflow_run("svm", **common)  # a real model: better -> promoted
+    result = mlflow_run("promote", model_name=name, eval_data=synthetic_data, split="all")
+    assert "PROMOTED" in result.stdout
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    decision_run = latest_run(client)
+    assert decision_run.data.tags["decision"] == "promoted"
+    assert decision_run.data.metrics["challenger_balanced_accuracy"] > decision_run.data.metrics["champion_balanced_accuracy"]
+    assert "promotion/decision.json" in artifact_paths(client, decision_run.info.run_id, "promotion")
+
+    mlflow_run("svm", threshold=1.0, **common)  # worse -> not promoted
+    result = mlflow_run("promote", model_name=name, eval_data=synthetic_data, split="all")
+    assert "NOT promoted" in result.stdout
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
+    assert client.get_model_version(name, "3").tags["promotion"] == "rejected"
+
+    mlflow_run("evaluate", model_name=name, model_ref="champion", data=synthetic_data, split="all")
+    evaluation = latest_run(client)
+    assert evaluation.data.params["resolved_version"] == "2"
+    assert evaluation.data.metrics["all_balanced_accuracy"] == pytest.approx(
+        decision_run.data.metrics["challenger_balanced_accuracy"])
