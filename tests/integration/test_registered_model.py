@@ -1,0 +1,89 @@
+"""The registered pyfunc predicts what the in-process model predicts, from raw image bytes."""
+
+import argparse
+import base64
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from integrations import mlflow_registry
+from mlproject.data.images import read_bytes
+from mlproject.models.variants import build_feature_extractor, build_head_classifier
+from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
+from mlproject.training import common
+from mlproject.training.batches import predict_in_batches
+from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
+from mlproject.training.svm_training import fit_svm
+
+pytestmark = pytest.mark.integration
+SIZE = 32
+
+
+def training_args(data, name):
+    parser = argparse.ArgumentParser()
+    common.add_training_arguments(parser)
+    return parser.parse_args(["--data", str(data), "--weights", "none", "--image-size", str(SIZE),
+                              "--registered-model-name", name])
+
+
+def register_in_process(tmp_path, python_artifacts, prepared, args, variant):
+    config = model_config_dict(variant=variant, image_size=SIZE, class_names=prepared.class_names,
+                               threshold=0.5, weights="none", model_version="")
+    with mlflow.start_run():
+        ref = common.register_model(DefectClassifierModel(), python_artifacts, config, prepared, args, variant)
+    mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
+    return ref
+
+
+def test_finetune_model_from_registry_matches_in_process(tmp_path, tracking_uri, synthetic_data):
+    args = training_args(synthetic_data, "equivalence-finetune")
+    prepared = common.prepare_data(args, SIZE)
+    classifier = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8)
+    train_head_classifier(classifier, prepared.x["train"], prepared.y["train"], prepared.x["val"], prepared.y["val"],
+                          HeadTrainingConfig(warmup_epochs=1, finetune_epochs=1))
+    expected = predict_in_batches(classifier.full, prepared.x["test"], progress=False)[:, 0]
+    keras_path = tmp_path / "classifier.keras"
+    classifier.full.save(keras_path)
+    ref = register_in_process(tmp_path, {"keras_model": str(keras_path)}, prepared, args, "finetune")
+
+    raw = [read_bytes(r) for r in prepared.kept["test"]]
+    plain = mlflow.pyfunc.load_model("models:/equivalence-finetune@champion")
+    out = plain.predict(pd.DataFrame({"image": raw}))
+    np.testing.assert_allclose(out["p_defect"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert set(out["label"]) <= {"ok", "defect"} and (out["error"] == "").all()
+    assert out["model_version"].iloc[0].startswith("run:")
+
+    named = mlflow_registry.load_pyfunc(mlflow_registry.require("equivalence-finetune", "champion"))
+    assert (named.predict(pd.DataFrame({"image": raw[:2]}))["model_version"] == str(ref)).all()
+    assert str(ref) == "equivalence-finetune/1"
+
+    # base64 strings (what REST clients send) give the same answer as bytes
+    encoded = [base64.b64encode(b).decode() for b in raw[:3]]
+    np.testing.assert_allclose(plain.predict(pd.DataFrame({"image": encoded}))["p_defect"], expected[:3], rtol=1e-5)
+
+
+def test_svm_model_from_registry_matches_in_process_and_isolates_a_broken_image(tmp_path, tracking_uri, synthetic_data):
+    args = training_args(synthetic_data, "equivalence-svm")
+    prepared = common.prepare_data(args, SIZE)
+    extractor = build_feature_extractor("none", SIZE, pooling="avgmax")
+    features = {s: predict_in_batches(extractor, prepared.x[s], progress=False) for s in ("train", "test")}
+    pipeline = fit_svm(features["train"], prepared.y["train"])
+    expected = pipeline.predict_proba(features["test"])[:, 1]
+    import joblib
+
+    extractor.save(tmp_path / "fx.keras")
+    joblib.dump(pipeline, tmp_path / "svm.joblib")
+    register_in_process(tmp_path, {"keras_model": str(tmp_path / "fx.keras"),
+                                   "sklearn_model": str(tmp_path / "svm.joblib")}, prepared, args, "svm")
+
+    raw = [read_bytes(r) for r in prepared.kept["test"]]
+    broken = raw[:2] + [b"this is not a png"] + raw[2:]
+    out = mlflow.pyfunc.load_model("models:/equivalence-svm@champion").predict(pd.DataFrame({"image": broken}))
+    assert len(out) == len(broken)
+    assert np.isnan(out["p_defect"].iloc[2]) and out["label"].iloc[2] == ""
+    assert "row 2" in out["error"].iloc[2] and "not an image" in out["error"].iloc[2]
+    good = out.drop(index=2)
+    np.testing.assert_allclose(good["p_defect"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert (good["error"] == "").all()
