@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, log_loss
 
 from integrations import mlflow_registry, mlflow_runs
+from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
 from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
@@ -44,20 +45,23 @@ def main(argv=None) -> None:
                                              desc=f"VGG16 features ({name})")
                     for name in ("train", "val", "test")}
         pipeline = fit_svm(features["train"], prepared.y["train"], C=args.C, kernel=args.kernel, seed=args.seed)
+        p_val = pipeline.predict_proba(features["val"])[:, 1]
+        threshold = resolve_threshold(args.threshold, prepared.y["val"], p_val)
+        mlflow.log_metric("operating_threshold", threshold)
         for name, prefix in (("train", "train_"), ("val", "val_")):
             p = pipeline.predict_proba(features[name])[:, 1]
             mlflow.log_metrics({
-                f"{prefix}accuracy": accuracy_score(prepared.y[name], (p >= args.threshold).astype(int)),
+                f"{prefix}accuracy": accuracy_score(prepared.y[name], (p >= threshold).astype(int)),
                 f"{prefix}loss": log_loss(prepared.y[name], np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]),
             }, step=0)
         p_test = pipeline.predict_proba(features["test"])[:, 1]
-        common.log_test_report(prepared, p_test, args.threshold)
+        common.log_test_report(prepared, p_test, threshold)
         with tempfile.TemporaryDirectory() as tmp:
             keras_path, svm_path = Path(tmp) / "feature_extractor.keras", Path(tmp) / "svm.joblib"
             extractor.save(keras_path)
             joblib.dump(pipeline, svm_path)
             config = model_config_dict(variant="svm", image_size=args.image_size, class_names=prepared.class_names,
-                                       threshold=args.threshold, weights=args.weights, model_version="")
+                                       threshold=threshold, weights=args.weights, model_version="")
             ref = common.register_model(DefectClassifierModel(),
                                         {"keras_model": str(keras_path), "sklearn_model": str(svm_path)},
                                         config, prepared, args, "svm")

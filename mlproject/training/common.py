@@ -17,6 +17,7 @@ from mlproject.data.loaders import label_counts, load_dataset, manifest_hash, so
 from mlproject.data.records import DEFECT, LabeledImage
 from mlproject.data.split import Split, stratified_split
 from mlproject.data.synthetic import generate_synthetic_dagm
+from mlproject.evaluation.threshold import parse_threshold
 from mlproject.evaluation.report import build_report, plot_training_curves, write_report_files
 from mlproject.models.backbone import describe_weights
 
@@ -63,7 +64,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--weights", default="imagenet", help="imagenet | hed | none | path to a VGG16 no-top weights file")
     group.add_argument("--image-size", type=integer, default=224)
-    group.add_argument("--threshold", type=float, default=0.5, help="P(defect) at or above which the label is the defect")
+    group.add_argument("--threshold", type=parse_threshold, default="auto",
+                       help="P(defect) at or above which an image is called defective; 'auto' picks the value "
+                            "with the best balanced accuracy on the validation split")
     group.add_argument("--seed", type=integer, default=0)
     group.add_argument("--round", type=integer, default=0, help="labelling round this model was trained in (lineage)")
     group.add_argument("--registered-model-name", default=DEFAULT_MODEL_NAME)

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 
 from integrations import mlflow_registry, mlflow_runs
+from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
 from mlproject.models.variants import build_head_classifier
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
@@ -31,13 +32,18 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         history = train_head_classifier(classifier, prepared.x["train"], prepared.y["train"],
                                         prepared.x["val"], prepared.y["val"], config, on_epoch=mlflow_runs.log_epoch)
         common.log_history(history)
+        threshold = args.threshold
+        if threshold == "auto":
+            p_val = predict_in_batches(classifier.full, prepared.x["val"], desc="val (operating point)")[:, 0]
+            threshold = resolve_threshold(threshold, prepared.y["val"], p_val)
+        mlflow.log_metric("operating_threshold", threshold)
         p_test = predict_in_batches(classifier.full, prepared.x["test"], desc="test")[:, 0]
-        common.log_test_report(prepared, p_test, args.threshold)
+        common.log_test_report(prepared, p_test, threshold)
         with tempfile.TemporaryDirectory() as tmp:
             keras_path = Path(tmp) / "classifier.keras"
             classifier.full.save(keras_path)
             model_config = model_config_dict(variant=variant, image_size=args.image_size,
-                                             class_names=prepared.class_names, threshold=args.threshold,
+                                             class_names=prepared.class_names, threshold=threshold,
                                              weights=args.weights, model_version="")
             ref = common.register_model(DefectClassifierModel(), {"keras_model": str(keras_path)}, model_config,
                                         prepared, args, variant)
