@@ -1,0 +1,109 @@
+"""A real Label Studio server for integration tests: one per test session.
+
+Use it from a conftest.py (or a test module):
+
+    from tests.integration.labelstudio_fixture import labelstudio  # noqa: F401
+
+The `labelstudio` fixture installs Label Studio into its venv if it is missing (about 70 s on a fresh
+machine), starts one server on a free port with a temporary data dir and document root (first start
+about 50 s), points ALLOOP_STATE_DIR, LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY at it for the
+session, yields its `LabelStudioSettings` and stops it at the end.
+
+Importing the fixture in several places (conftest and a test module) still starts one server:
+the server is shared through a reference count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+from integrations.labelstudio.server import (
+    LabelStudioSettings,
+    default_settings_path,
+    free_port,
+    install,
+    label_studio_executable,
+    start,
+    stop,
+)
+
+# A 2-core CI machine busy with TensorFlow can take well over the usual 50 s to migrate.
+START_TIMEOUT_S = 600
+
+
+def ensure_installed() -> None:
+    if not label_studio_executable().exists():
+        install()
+
+
+@contextlib.contextmanager
+def labelstudio_server(
+    state_dir: Path, *, port: Optional[int] = None, **start_kwargs
+) -> Iterator[LabelStudioSettings]:
+    """Start a server whose settings, data and files live under `state_dir`; always stop it."""
+    ensure_installed()
+    state_dir = Path(state_dir)
+    settings_path = state_dir / "labelstudio.json"
+    try:
+        yield start(
+            port=port or free_port(),
+            data_dir=state_dir / "labelstudio-data",
+            document_root=state_dir / "files",
+            settings_path=settings_path,
+            timeout=START_TIMEOUT_S,
+            **start_kwargs,
+        )
+    finally:
+        stop(settings_path)  # also after a failed start: the process may be up but unhealthy
+
+
+class _SharedServer:
+    """The session's server, started by the first user and stopped by the last one."""
+
+    users = 0
+    settings: Optional[LabelStudioSettings] = None
+    _stack: Optional[contextlib.ExitStack] = None
+
+    @classmethod
+    def acquire(cls) -> LabelStudioSettings:
+        if cls.users == 0:
+            stack = contextlib.ExitStack()
+            try:
+                state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alloop-ls-")))
+                env = stack.enter_context(pytest.MonkeyPatch.context())
+                env.setenv("ALLOOP_STATE_DIR", str(state_dir))  # the CLI then finds these settings
+                settings = stack.enter_context(labelstudio_server(state_dir))
+                assert default_settings_path() == state_dir / "labelstudio.json"
+                env.setenv("LABEL_STUDIO_URL", settings.url)
+                env.setenv("LABEL_STUDIO_API_KEY", settings.api_key)
+            except BaseException:
+                stack.close()
+                raise
+            cls._stack, cls.settings = stack, settings
+        cls.users += 1
+        return cls.settings
+
+    @classmethod
+    def release(cls) -> None:
+        cls.users -= 1
+        if cls.users == 0 and cls._stack is not None:
+            stack, cls._stack, cls.settings = cls._stack, None, None
+            stack.close()  # stops the server, restores the environment, removes the temp dir
+
+
+@pytest.fixture(scope="session")
+def labelstudio() -> Iterator[LabelStudioSettings]:
+    """One real Label Studio server for the whole test session (see the module docstring)."""
+    settings = _SharedServer.acquire()
+    try:
+        yield settings
+    finally:
+        _SharedServer.release()
+
+
+__all__ = ["labelstudio", "labelstudio_server", "ensure_installed", "START_TIMEOUT_S"]
