@@ -11,12 +11,9 @@ import typer
 app = typer.Typer(help="alloop: train, register, serve and keep improving defect classifiers.",
                   no_args_is_help=True, add_completion=False)
 
-try:  # Label Studio server management lives with the other Label Studio adapters.
-    from integrations.labelstudio.server import app as labelstudio_app
+from integrations.labelstudio.server import app as labelstudio_app  # noqa: E402
 
-    app.add_typer(labelstudio_app, name="labelstudio", help="Install, start and stop a local Label Studio.")
-except ImportError:  # pragma: no cover - only while that module is absent
-    pass
+app.add_typer(labelstudio_app, name="labelstudio", help="Install, start and stop a local Label Studio.")
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
