@@ -41,6 +41,14 @@ SIGNATURE = ModelSignature(
     ),
 )
 
+#: Written into the MLmodel file next to the signature, for whoever calls the model.
+SIGNATURE_DOC = {
+    "input": "DataFrame column 'image': raw encoded image bytes (PNG, JPEG, BMP, TIFF; 8/16-bit gray, RGB, "
+             "RGBA, palette). Over the REST scoring server: base64 strings in dataframe_split JSON.",
+    "output": "p_defect (float, NaN if undecodable), label (class at the model's threshold), "
+              "model_version (NAME/VERSION when loaded through the registry), error (empty or the reason)",
+}
+
 
 def _as_bytes(value) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):

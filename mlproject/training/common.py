@@ -168,7 +168,7 @@ def log_test_report(prepared: PreparedData, p_test: np.ndarray, threshold: float
 
 def register_model(python_model, artifacts: dict, config: dict, prepared: PreparedData, args, variant: str):
     """Log the pyfunc and register it as a new version with alias ``challenger``."""
-    from mlproject.registry.pyfunc import SIGNATURE, package_dir, pip_requirements
+    from mlproject.registry.pyfunc import SIGNATURE, SIGNATURE_DOC, package_dir, pip_requirements
 
     run = mlflow.active_run()
     # The registry assigns the version number only after logging; until a loader passes the real
@@ -187,6 +187,7 @@ def register_model(python_model, artifacts: dict, config: dict, prepared: Prepar
             signature=SIGNATURE,
             pip_requirements=pip_requirements(),
             model_config={"model_version": config["model_version"]},
+            metadata=SIGNATURE_DOC,
         )
     sources = source_counts(prepared.records)
     tags = {

@@ -100,3 +100,16 @@ def test_promote_moves_champion_only_for_a_better_model_and_evaluate_scores_it(t
     assert evaluation.data.params["resolved_version"] == "2"
     assert evaluation.data.metrics["all_balanced_accuracy"] == pytest.approx(
         decision_run.data.metrics["challenger_balanced_accuracy"])
+
+
+def test_plain_mlflow_run_builds_its_own_environment(tracking_uri, synthetic_data):
+    """`mlflow run . -e finetune` with no --env-manager and no conda: MLflow builds a virtualenv
+    from python_env.yaml (pyenv + virtualenv; first time about 2-3 minutes, then cached)."""
+    command = ["mlflow", "run", str(REPO), "-e", "finetune", "--experiment-name", "tests",
+               "-P", f"data={synthetic_data}", "-P", "warmup_epochs=1", "-P", "epochs=1",
+               "-P", "registered_model_name=plain-env", *sum((["-P", f"{k}={v}"] for k, v in TINY.items()), [])]
+    result = subprocess.run(command, env=project_env(), capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "virtualenv" in result.stderr.lower() or "mlflow-" in result.stderr  # it used its own env
+    version = MlflowClient().get_model_version_by_alias("plain-env", "challenger")
+    assert version.tags["variant"] == "finetune"
