@@ -60,5 +60,75 @@ def demo(
     )
 
 
+def _fail(message: str) -> None:
+    typer.secho(f"Error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def init(
+    images: Path = typer.Option(..., exists=True, file_okay=False, help="folder of images to label"),
+    title: str = typer.Option("alloop defect inspection", help="Label Studio project title (found or created)"),
+    labels: str = typer.Option("defect,ok", help="choices of the labeling config, comma-separated"),
+    backend_url: str = typer.Option(None, envvar="ALLOOP_BACKEND_URL",
+                                    help="URL of the alloop ML backend to connect (`alloop serve`)"),
+    model_name: str = typer.Option("alloop-defect-classifier", envvar="ALLOOP_MODEL_NAME"),
+    url: str = typer.Option(None, envvar="LABEL_STUDIO_URL", help="Label Studio URL"),
+    api_key: str = typer.Option(None, envvar="LABEL_STUDIO_API_KEY", show_default=False),
+    document_root: str = typer.Option(None, envvar="LOCAL_FILES_DOCUMENT_ROOT",
+                                      help="the server's local-files root; images under it are served, not uploaded"),
+    upload: bool = typer.Option(False, help="upload the images even when the server could read them from disk"),
+):
+    """Create (or find) the Label Studio project, import images, connect the backend, add views and the bot user."""
+    from integrations import mlflow_registry
+    from integrations.labelstudio import project as lsp
+    from integrations.labelstudio.server import LabelStudioError
+
+    mlflow_registry.configure_tracking()
+    champion = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
+    if champion is None:
+        _fail(f"registered model {model_name!r} has no champion in {mlflow_registry.mlflow.get_tracking_uri()}. "
+              "Train one (`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`), "
+              "or check MLFLOW_TRACKING_URI / --model-name.")
+    choices = [c.strip() for c in labels.split(",") if c.strip()]
+    if len(choices) < 2:
+        _fail("--labels needs at least two comma-separated choices, e.g. defect,ok")
+    try:
+        connection = lsp.connection_from_env(url, api_key, document_root)
+        client = lsp.connect(connection)
+        project, created = lsp.ensure_project(client, title, lsp.image_choices_config(choices))
+        report = [f"project {project.id} '{title}': {'created' if created else 'reused'}"]
+        files = lsp.image_files(images)
+        if not files:
+            _fail(f"{images} holds no images ({', '.join(sorted(lsp.IMAGE_SUFFIXES))})")
+        root = Path(connection.document_root) if connection.document_root else None
+        if root is not None and not upload and lsp._is_under(images, root) and images.resolve() != root.resolve():
+            storage_id, storage_created = lsp.ensure_local_storage(client, project.id, images, root)
+            report.append(f"local-files storage {storage_id} on {images}: {'created' if storage_created else 'reused'}, synced")
+        else:
+            added = lsp.upload_images(connection, client, project.id, files)
+            report.append(f"uploaded {added} new images ({len(files) - added} already there)")
+        bot_id, bot_created = lsp.ensure_bot_user(client)
+        report.append(f"bot user {lsp.BOT_EMAIL} (id {bot_id}): {'created' if bot_created else 'reused'}")
+        views = lsp.ensure_views(client, project.id, bot_id)
+        report.append(f"views created: {', '.join(views) if views else 'none (all present)'}")
+        if backend_url:
+            backend_id, backend_created = lsp.ensure_ml_backend(client, project.id, backend_url)
+            report.append(f"ML backend {backend_url} (id {backend_id}): {'connected' if backend_created else 'already connected'}")
+        else:
+            report.append("ML backend: not connected (pass --backend-url; start it with `alloop serve`)")
+        state = lsp.set_model_version(client, project.id, str(champion))
+        if state == "pending":
+            report.append(f"project model_version: {champion} once a backend serving it is connected "
+                          "(Label Studio accepts only versions it has seen)")
+        else:
+            report.append(f"project model_version = {champion} ({state})")
+    except LabelStudioError as exc:
+        _fail(str(exc))
+    for line in report:
+        typer.echo(line)
+    typer.secho(f"Open {connection.url}/projects/{project.id}/data", fg="green")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mlproject.data.synthetic import generate_synthetic_dagm
+from tests.integration.labelstudio_fixture import labelstudio  # noqa: F401  (one real server per session)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,3 +36,41 @@ def project_env() -> dict:
 
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture
+def tiny_champion(tracking_uri, synthetic_data):
+    """A tiny svm model trained in-process (random weights, 32 px), registered and made champion."""
+    import argparse
+
+    import joblib
+    import mlflow
+
+    from integrations import mlflow_registry
+    from mlproject.models.variants import build_feature_extractor
+    from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
+    from mlproject.training import common
+    from mlproject.training.batches import predict_in_batches
+    from mlproject.training.svm_training import fit_svm
+
+    def register(name: str = "alloop-defect-classifier", *, threshold: float = 0.5):
+        parser = argparse.ArgumentParser()
+        common.add_training_arguments(parser)
+        args = parser.parse_args(["--data", str(synthetic_data), "--weights", "none", "--image-size", "32",
+                                  "--registered-model-name", name])
+        prepared = common.prepare_data(args, 32)
+        extractor = build_feature_extractor("none", 32, pooling="avgmax")
+        pipeline = fit_svm(predict_in_batches(extractor, prepared.x["train"], progress=False), prepared.y["train"])
+        folder = Path(tracking_uri.split("///", 1)[1]).parent / f"model-{name}"
+        folder.mkdir(exist_ok=True)
+        extractor.save(folder / "fx.keras")
+        joblib.dump(pipeline, folder / "svm.joblib")
+        config = model_config_dict(variant="svm", image_size=32, class_names=prepared.class_names,
+                                   threshold=threshold, weights="none", model_version="")
+        with mlflow.start_run():
+            ref = common.register_model(DefectClassifierModel(), {"keras_model": str(folder / "fx.keras"),
+                                        "sklearn_model": str(folder / "svm.joblib")}, config, prepared, args, "svm")
+        mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
+        return ref
+
+    return register
