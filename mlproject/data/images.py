@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -14,26 +15,39 @@ from mlproject.data.records import LabeledImage
 
 @dataclass(frozen=True)
 class BadFile:
+    """A file left out because it could not be read or decoded (logged by the caller)."""
+
     path: str
     reason: str
 
 
 def local_path(uri: str) -> Path:
-    return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    """A local path or ``file://`` URI -> Path; other URIs cannot be read from disk."""
+    if uri.startswith("file://"):
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise BadImageError(uri, f"file URI on another host ({parsed.netloc}) cannot be read locally")
+        return Path(unquote(parsed.path))  # file:///a%20b.png -> /a b.png
+    if "://" in uri:
+        raise BadImageError(uri, "not a local file; download it first or list a local path in the manifest")
+    return Path(uri)
 
 
 def read_bytes(record: LabeledImage) -> bytes:
+    """The raw bytes of a record's file; :class:`BadImageError` naming it if it cannot be read."""
+    path = local_path(record.path)
     try:
-        return local_path(record.path).read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise BadImageError(record.path, f"cannot read the file ({exc.strerror or exc})") from None
 
 
 def load_images(records: list[LabeledImage], size: int, *, skip_bad: bool = False, progress: bool = True):
-    """``(images, loaded_records, bad_files)``: N x size x size x 3 uint8 (not yet VGG-preprocessed).
+    """``(images, loaded_records, bad_files)``: N x size x size x 3 uint8, not yet VGG-preprocessed.
 
-    A bad file raises :class:`BadImageError` naming it, unless ``skip_bad``: then it is left out,
-    and listed in ``bad_files`` for the caller to log.
+    Preprocessing (float32, 4x the memory) is left to the caller, batch by batch. A bad file raises
+    :class:`BadImageError` naming it, unless ``skip_bad``: then it is left out and listed in
+    ``bad_files`` for the caller to log.
     """
     images, loaded, bad = [], [], []
     for record in tqdm(records, desc=f"reading images ({size}px)", unit="img", disable=not progress):

@@ -42,10 +42,26 @@ def stratified_split(records: list[LabeledImage], *, seed: int, val_fraction: fl
         raise ValueError(f"too few images to split: {small}; each label needs at least {MIN_PER_CLASS}")
     labels = [r.label for r in ordered]
     n_classes = len(counts)
-    # At least one image per class in each held-out part, whatever the fractions.
-    n_test = max(round(test_fraction * len(ordered)), n_classes)
+    # Room for at least one image per class in each part, whatever the fractions.
+    n_test = min(max(round(test_fraction * len(ordered)), n_classes), len(ordered) - 2 * n_classes)
     rest, test = train_test_split(ordered, test_size=n_test, stratify=labels, random_state=seed)
-    n_val = max(round(val_fraction * len(ordered)), n_classes)
+    n_val = min(max(round(val_fraction * len(ordered)), n_classes), len(rest) - n_classes)
     train, val = train_test_split(rest, test_size=n_val, stratify=[r.label for r in rest], random_state=seed)
+    parts = _every_label_in_every_part({"train": train, "val": val, "test": test}, sorted(counts))
     by_path = lambda r: r.path  # noqa: E731
-    return Split(sorted(train, key=by_path), sorted(val, key=by_path), sorted(test, key=by_path))
+    return Split(*(sorted(parts[name], key=by_path) for name in ("train", "val", "test")))
+
+
+def _every_label_in_every_part(parts: dict[str, list[LabeledImage]], labels: list[str]) -> dict:
+    """Stratified sampling can leave a rare label out of a small part; move one image in from the
+    part holding most of that label (the first by path, so it stays deterministic). A split where
+    every label is already everywhere is returned unchanged."""
+    for label in labels:
+        for name in ("test", "val", "train"):
+            if any(r.label == label for r in parts[name]):
+                continue
+            donor = max(parts, key=lambda n: sum(r.label == label for r in parts[n]))
+            moved = min((r for r in parts[donor] if r.label == label), key=lambda r: r.path)
+            parts[donor] = [r for r in parts[donor] if r is not moved]
+            parts[name] = parts[name] + [moved]
+    return parts
