@@ -102,7 +102,7 @@ def init(
         if not files:
             _fail(f"{images} holds no images ({', '.join(sorted(lsp.IMAGE_SUFFIXES))})")
         root = Path(connection.document_root) if connection.document_root else None
-        if root is not None and not upload and lsp._is_under(images, root) and images.resolve() != root.resolve():
+        if root is not None and not upload and lsp.is_under(images, root) and images.resolve() != root.resolve():
             storage_id, storage_created = lsp.ensure_local_storage(client, project.id, images, root)
             report.append(f"local-files storage {storage_id} on {images}: {'created' if storage_created else 'reused'}, synced")
         else:

@@ -6,7 +6,6 @@ Every ``ensure_*`` function finds what exists first and creates only what is mis
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ def ensure_project(client, title: str, label_config: str) -> tuple[object, bool]
                                   description="Defect inspection with alloop: predictions from the champion model"), True
 
 
-def _is_under(path: Path, root: Path) -> bool:
+def is_under(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
         return True
@@ -243,7 +242,3 @@ def set_model_version(client, project_id: int, model_version: str) -> str:
 
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def describe(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -88,7 +88,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         return network_out[:, 0]
 
     def predict(self, context, model_input, params=None):
-        from mlproject.data.decode import BadImageError, images_to_model_input
+        from mlproject.data.decode import images_to_model_input
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
@@ -176,8 +177,6 @@ def register_model(python_model, artifacts: dict, config: dict, prepared: Prepar
     config = {**config, "model_version": f"run:{run.info.run_id}"}
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "model_config.json"
-        import json
-
         config_path.write_text(json.dumps(config, indent=2))
         info = mlflow.pyfunc.log_model(
             name="model",

@@ -1,0 +1,156 @@
+"""Lifecycle benchmark on real DAGM 2007 class 1 with HED-pretrained VGG16 weights.
+
+Runs the real entry points (`mlflow run . -e X --env-manager local`) against a benchmark tracking
+store and records, per step, a JSON file under ``--out``:
+
+* ``svm``, ``frozen``, ``finetune``: the seed-format table and metrics on the fixed test split;
+* ``speed``: ``finetune`` with cached frozen outputs vs without, same data, same epochs, same run
+  of this script (wall time ratio and test balanced accuracy of both);
+* ``pyfunc``: images/s of the registered pyfunc (bytes in) vs raw Keras ``predict`` on the same images.
+
+Usage: python benchmarks/bench_lifecycle.py --data ../shared/data/dagm --steps svm,frozen,finetune,speed,pyfunc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from a checkout
+
+# Variant settings under test (kept here so RESULTS.md can quote them).
+COMMON = {"pattern": "Class1", "weights": "hed", "split_seed": 0, "seed": 0}
+STEPS = {
+    "svm": ("svm", {"image_size": 512, "pooling": "stats", "feature_layers": "block3_pool,block4_pool",
+                    "kernel": "linear", "C": 1.0}),
+    "svm224": ("svm", {"image_size": 224, "pooling": "avg", "feature_layers": "block5_pool", "C": 1.0}),
+    "frozen": ("frozen", {"image_size": 512, "pooling": "stats", "epochs": 40, "patience": 6, "dropout": 0.3}),
+    "frozen224": ("frozen", {"image_size": 224, "pooling": "avgmax", "epochs": 40, "patience": 6}),
+    "finetune": ("finetune", {"image_size": 512, "pooling": "stats", "trainable_blocks": 1, "warmup_epochs": 8,
+                              "epochs": 20, "patience": 5, "lr_finetune": 5e-5, "dropout": 0.3}),
+}
+SPEED = {"image_size": 224, "pooling": "avg", "trainable_blocks": 1, "warmup_epochs": 3, "epochs": 10,
+         "patience": 100, "lr_finetune": 1e-4}
+
+
+def mlflow_run(entry_point: str, params: dict, experiment: str) -> tuple[str, float, str]:
+    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry_point, "--env-manager", "local",
+               "--experiment-name", experiment]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    return run.info.run_id, seconds, " ".join(command[2:])
+
+
+def run_metrics(run_id: str) -> dict:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    table = Path(client.download_artifacts(run_id, "evaluation/classification_report.txt")).read_text()
+    return {"metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}, "table": table,
+            "registered": run.data.tags.get("registered_model", "")}
+
+
+def step_variant(name: str, data: str, out: Path) -> dict:
+    entry_point, params = STEPS[name]
+    run_id, seconds, command = mlflow_run(entry_point, {**COMMON, **params, "data": data,
+                                                        "registered_model_name": f"bench-{name}"}, "bench-variants")
+    return {"step": name, "command": command, "wall_s": seconds, "run_id": run_id, **run_metrics(run_id)}
+
+
+def step_speed(data: str, out: Path) -> dict:
+    results = {}
+    for cache in ("true", "false"):
+        params = {**COMMON, **SPEED, "data": data, "cache_frozen_outputs": cache,
+                  "registered_model_name": f"bench-speed-cache-{cache}"}
+        run_id, seconds, command = mlflow_run("finetune", params, "bench-speed")
+        results[cache] = {"command": command, "wall_s": seconds, "run_id": run_id, **run_metrics(run_id)}
+    ratio = results["false"]["wall_s"] / results["true"]["wall_s"]
+    return {"step": "speed", "cached": results["true"], "uncached": results["false"], "speedup": ratio}
+
+
+def step_pyfunc(data: str, out: Path, n_images: int = 96, repeats: int = 3) -> dict:
+    """Registered pyfunc (PNG bytes in, decoding included) vs Keras predict on preprocessed arrays."""
+    import numpy as np
+    import pandas as pd
+
+    from integrations import mlflow_registry
+    from mlproject.data.decode import resize, decode_image, vgg_preprocess
+    from mlproject.data.loaders import load_dataset
+
+    ref = mlflow_registry.require("bench-frozen", "challenger")
+    model = mlflow_registry.load_pyfunc(ref)
+    python_model = model.unwrap_python_model()
+    size = int(python_model.config["image_size"])
+    records = load_dataset(data, pattern="Class1")[:n_images]
+    raw = [Path(r.path).read_bytes() for r in records]
+    arrays = vgg_preprocess(np.stack([resize(decode_image(b), size) for b in raw]))
+    frame = pd.DataFrame({"image": raw})
+    keras_model = python_model.keras_model
+    model.predict(frame.iloc[:4])
+    keras_model.predict(arrays[:4], verbose=0)  # warm both up
+    timings = {"pyfunc": [], "keras_predict": []}
+    for _ in range(repeats):  # interleaved so both see the same machine load
+        started = time.perf_counter()
+        p_pyfunc = model.predict(frame)["p_defect"].to_numpy()
+        timings["pyfunc"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        p_keras = keras_model.predict(arrays, batch_size=32, verbose=0)[:, 0]
+        timings["keras_predict"].append(time.perf_counter() - started)
+    best = {k: min(v) for k, v in timings.items()}
+    return {"step": "pyfunc", "model": str(ref), "image_size": size, "n_images": n_images, "repeats": repeats,
+            "images_per_s": {k: n_images / v for k, v in best.items()},
+            "ratio_pyfunc_over_keras": best["keras_predict"] / best["pyfunc"],
+            "max_abs_diff": float(np.abs(p_pyfunc - p_keras).max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dagm"))
+    parser.add_argument("--steps", default="svm,frozen,pyfunc,finetune,speed")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    for step in args.steps.split(","):
+        print(f"=== {step} ===", flush=True)
+        started = time.perf_counter()
+        if step in STEPS:
+            result = step_variant(step, args.data, out)
+        elif step == "speed":
+            result = step_speed(args.data, out)
+        elif step == "pyfunc":
+            result = step_pyfunc(args.data, out)
+        else:
+            raise SystemExit(f"unknown step {step}")
+        result["step_wall_s"] = time.perf_counter() - started
+        (out / f"{step}.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2)[:3000], flush=True)
+        if "table" in result:
+            print(result["table"], flush=True)
+
+
+if __name__ == "__main__":
+    main()
