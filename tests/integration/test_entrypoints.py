@@ -113,3 +113,24 @@ def test_plain_mlflow_run_builds_its_own_environment(tracking_uri, synthetic_dat
     assert "virtualenv" in result.stderr.lower() or "mlflow-" in result.stderr  # it used its own env
     version = MlflowClient().get_model_version_by_alias("plain-env", "challenger")
     assert version.tags["variant"] == "finetune"
+
+
+def test_a_broken_image_stops_the_run_by_name_or_is_skipped_counted_and_logged(tracking_uri, synthetic_data, tmp_path):
+    import shutil
+
+    from mlproject.entrypoints import svm
+
+    data = tmp_path / "with-broken"
+    shutil.copytree(synthetic_data, data / "Class1")
+    broken = data / "Class1" / "Train" / "0003.PNG"
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated
+    args = ["--data", str(data), "--weights", "none", "--image-size", "32", "--registered-model-name", "broken"]
+    with pytest.raises(ValueError, match="0003.PNG.*--skip-bad-images"):
+        svm.main(args)
+    svm.main(args + ["--skip-bad-images", "true"])
+    client = MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("Default").experiment_id],
+                             filter_string="attributes.status = 'FINISHED'")[0]
+    assert run.data.metrics["bad_images"] == 1
+    rows = open(client.download_artifacts(run.info.run_id, "data/bad_images.csv")).read()
+    assert str(broken) in rows and "truncated" in rows
