@@ -23,8 +23,9 @@ def log_params(params: dict) -> None:
 
 
 def log_epoch(epoch: int, logs: dict[str, float]) -> None:
-    """One training epoch's ``accuracy``/``loss``/``val_accuracy``/``val_loss`` as step ``epoch``."""
-    names = {"accuracy": "train_accuracy", "loss": "train_loss", "val_accuracy": "val_accuracy", "val_loss": "val_loss"}
+    """One training epoch's ``accuracy``/``loss``/``val_accuracy``/``val_loss`` (and its duration) as step ``epoch``."""
+    names = {"accuracy": "train_accuracy", "loss": "train_loss", "val_accuracy": "val_accuracy", "val_loss": "val_loss",
+             "epoch_seconds": "epoch_seconds"}
     mlflow.log_metrics({names[k]: v for k, v in logs.items() if k in names}, step=epoch)
 
 

@@ -8,6 +8,7 @@ Both paths train the same layers with the same losses and weights.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,9 +55,14 @@ class _EpochRelay(keras.callbacks.Callback):
     def __init__(self, history: dict, offset: int, on_epoch: EpochCallback | None):
         super().__init__()
         self.history, self.offset, self.on_epoch = history, offset, on_epoch
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items() if k in ("accuracy", "loss", "val_accuracy", "val_loss")}
+        logs["epoch_seconds"] = time.perf_counter() - self.started
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
         if self.on_epoch:
