@@ -1,0 +1,289 @@
+"""The ML backend as a real server process (uvicorn) over real HTTP, on a real MLflow SQLite registry."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from integrations.labelstudio.server import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "backend-test-model"
+CONFIG = """<View><Image name="img" value="$picture"/>
+<Choices name="verdict" toName="img"><Choice value="Normal"/><Choice value="Defective"/></Choices></View>"""
+AUTH = ("ls-user", "backend-pw-7b1")
+START_TIMEOUT_S = 300
+
+
+# -- helpers (also used by test_backend_labelstudio.py) ---------------------------------------------
+
+
+def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5):
+    """Train a tiny svm model in-process (random weights, 32 px), register it and make it champion."""
+    import joblib
+    import mlflow
+
+    from integrations import mlflow_registry
+    from mlproject.models.variants import build_feature_extractor
+    from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
+    from mlproject.training import common
+    from mlproject.training.batches import predict_in_batches
+    from mlproject.training.svm_training import fit_svm
+
+    parser = argparse.ArgumentParser()
+    common.add_training_arguments(parser)
+    args = parser.parse_args(["--data", str(data), "--weights", "none", "--image-size", "32",
+                              "--registered-model-name", name])
+    prepared = common.prepare_data(args, 32)
+    extractor = build_feature_extractor("none", 32, pooling="avgmax")
+    pipeline = fit_svm(predict_in_batches(extractor, prepared.x["train"], progress=False), prepared.y["train"])
+    folder = store / f"model-{name}-{time.monotonic_ns()}"
+    folder.mkdir()
+    extractor.save(folder / "fx.keras")
+    joblib.dump(pipeline, folder / "svm.joblib")
+    config = model_config_dict(variant="svm", image_size=32, class_names=prepared.class_names,
+                               threshold=threshold, weights="none", model_version="")
+    with mlflow.start_run():
+        ref = common.register_model(DefectClassifierModel(), {"keras_model": str(folder / "fx.keras"),
+                                    "sklearn_model": str(folder / "svm.joblib")}, config, prepared, args, "svm")
+    mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
+    return ref
+
+
+@contextlib.contextmanager
+def mlflow_store(directory: Path) -> Iterator[str]:
+    """A SQLite tracking store in ``directory`` for this process (env, tracking URI and working dir)."""
+    import mlflow
+
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.chdir(directory)  # artifacts go to ./mlruns here
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)
+
+
+class Backend:
+    def __init__(self, url: str, log: Path, process: subprocess.Popen, auth=None):
+        self.url, self.log, self.process, self.auth = url, log, process, auth
+
+    def get(self, path, **kw):
+        return requests.get(self.url + path, auth=kw.pop("auth", self.auth), timeout=kw.pop("timeout", 120), **kw)
+
+    def post(self, path, **kw):
+        return requests.post(self.url + path, auth=kw.pop("auth", self.auth), timeout=kw.pop("timeout", 120), **kw)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def backend_process(workdir: Path, model_name: str, *, tracking_uri: str, env: dict | None = None,
+                    auth: tuple[str, str] | None = None, refresh_seconds: float = 1.0) -> Iterator[Backend]:
+    """``python -m integrations.labelstudio.backend`` on a free port; stopped (and reaped) afterwards."""
+    port = free_port()
+    log = workdir / f"backend-{port}.log"
+    child_env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "ALLOOP_REFRESH_SECONDS": str(refresh_seconds),
+                 "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
+    for key in ("ALLOOP_BACKEND_BASIC_AUTH_USER", "ALLOOP_BACKEND_BASIC_AUTH_PASSWORD",
+                *(k for k, v in (env or {}).items() if v is None)):  # None in env: unset
+        child_env.pop(key, None)
+    if auth:
+        child_env["ALLOOP_BACKEND_BASIC_AUTH_USER"], child_env["ALLOOP_BACKEND_BASIC_AUTH_PASSWORD"] = auth
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "integrations.labelstudio.backend", "--host", "127.0.0.1", "--port", str(port),
+             "--model-name", model_name],
+            cwd=workdir, env=child_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    backend = Backend(f"http://127.0.0.1:{port}", log, process, auth)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"backend exited with {process.returncode}:\n{backend.log_text()[-3000:]}")
+            try:
+                if backend.get("/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"backend not up after {START_TIMEOUT_S} s:\n{backend.log_text()[-3000:]}")
+            time.sleep(0.5)
+        yield backend
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def sample_images(data: Path, n: int) -> list[Path]:
+    images = sorted(p for p in data.rglob("*") if p.suffix.lower() == ".png" and p.parent.name != "Label")
+    assert len(images) >= n
+    return images[:n]
+
+
+def expected_predictions(ref, images: list[bytes]):
+    import pandas as pd
+
+    from integrations import mlflow_registry
+
+    return mlflow_registry.load_pyfunc(ref).predict(pd.DataFrame({"image": images}))
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("backend")
+
+
+@pytest.fixture(scope="module")
+def store(workdir) -> Iterator[str]:
+    with mlflow_store(workdir) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def docroot(workdir, synthetic_data) -> Path:
+    root = workdir / "files"
+    (root / "batch").mkdir(parents=True)
+    for i, image in enumerate(sample_images(synthetic_data, 3)):
+        shutil.copy(image, root / "batch" / f"img{i}.png")
+    (root / "batch" / "broken.png").write_bytes(b"this is not a png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def champion_v1(store, workdir, synthetic_data):
+    return register_tiny(workdir, synthetic_data, MODEL)
+
+
+@pytest.fixture(scope="module")
+def backend(champion_v1, store, workdir, docroot) -> Iterator[Backend]:
+    with backend_process(workdir, MODEL, tracking_uri=store, refresh_seconds=1.0,
+                         env={"LOCAL_FILES_DOCUMENT_ROOT": str(docroot)}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def empty_backend(tmp_path_factory) -> Iterator[Backend]:
+    """A backend whose model has no champion (its own empty store), behind basic auth."""
+    directory = tmp_path_factory.mktemp("empty-backend")
+    with backend_process(directory, "never-registered", tracking_uri=f"sqlite:///{directory / 'mlflow.db'}",
+                         auth=AUTH) as server:
+        yield server
+
+
+def local_task(task_id: int, name: str) -> dict:
+    return {"id": task_id, "data": {"picture": f"/data/local-files/?d=batch/{name}"}}
+
+
+# -- tests ------------------------------------------------------------------------------------------
+
+
+def test_without_a_champion_health_is_up_and_predictions_are_empty(empty_backend):
+    health = empty_backend.get("/health")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "UP" and body["model_class"] == "alloop" and body["champion"] is None
+    assert "'never-registered' has no 'champion' alias" in body["message"] and "Traceback" not in body["message"]
+    assert empty_backend.post("/setup", json={"project": "1.1", "schema": CONFIG}).json() == \
+        {"model_version": "no-champion"}
+    results = empty_backend.post("/predict", json={"tasks": [local_task(1, "img0.png"), local_task(2, "img1.png")],
+                                                   "label_config": CONFIG}).json()["results"]
+    assert results == [{"result": [], "score": 0, "model_version": "no-champion"}] * 2
+    assert empty_backend.get("/versions").json() == {"versions": [], "champion": None}
+    assert empty_backend.post("/webhook", json={"action": "START_TRAINING"}).json() == {"status": "ok"}
+    log = empty_backend.log_text()
+    assert "2 task(s) get empty results: no champion" in log and "START_TRAINING" in log
+    assert "Traceback" not in log
+
+
+def test_basic_auth_refuses_missing_and_wrong_credentials(empty_backend):
+    for path in ("/health", "/versions"):
+        assert empty_backend.get(path, auth=None).status_code == 401
+        assert empty_backend.get(path, auth=(AUTH[0], "wrong")).status_code == 401
+        assert empty_backend.get(path, auth=("someone", AUTH[1])).status_code == 401
+    for path in ("/setup", "/predict", "/webhook"):
+        assert empty_backend.post(path, json={"tasks": []}, auth=None).status_code == 401
+    assert empty_backend.get("/health").status_code == 200
+    assert AUTH[1] not in empty_backend.log_text()
+
+
+def test_health_with_a_champion(backend, champion_v1):
+    body = backend.get("/health").json()
+    assert body["status"] == "UP" and body["champion"] == f"{MODEL}/1" == str(champion_v1)
+
+
+def test_predict_a_batch_in_order_with_a_broken_image(backend, docroot):
+    from integrations import mlflow_registry
+
+    champion = mlflow_registry.require(MODEL, "champion")
+    tasks = [local_task(101, "img0.png"), local_task(102, "img1.png"), local_task(103, "broken.png"),
+             local_task(104, "img2.png"), local_task(105, "../../escape.png")]
+    assert backend.post("/setup", json={"project": "3.1", "schema": CONFIG}).json() == {"model_version": str(champion)}
+    response = backend.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": "3.1"})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 5
+    assert results[2] == {"result": [], "score": 0, "model_version": str(champion)}
+    assert results[4] == {"result": [], "score": 0, "model_version": str(champion)}
+
+    raw = [(docroot / "batch" / f"img{i}.png").read_bytes() for i in range(3)]
+    expected = expected_predictions(champion, raw)
+    for result, (_, row) in zip([results[0], results[1], results[3]], expected.iterrows()):
+        assert result["model_version"] == str(champion)
+        choice = {"ok": "Normal", "defect": "Defective"}[row["label"]]
+        assert result["result"] == [{"from_name": "verdict", "to_name": "img", "type": "choices",
+                                     "value": {"choices": [choice]}}]
+        confidence = row["p_defect"] if row["label"] == "defect" else 1 - row["p_defect"]
+        assert result["score"] == pytest.approx(confidence, abs=1e-5)
+    log = backend.log_text()
+    assert "task 103: image not decoded" in log
+    assert "task 105: image not read" in log and "outside" in log
+    assert "predict: 4 image(s) through" in log  # one model call for the batch (the escape was never read)
+
+
+def test_follows_the_champion_alias(backend, workdir, synthetic_data, docroot):
+    first = backend.get("/health").json()["champion"]
+    # threshold 0: every image is a defect, so the new config is visibly in use
+    new = register_tiny(workdir, synthetic_data, MODEL, threshold=0.0)
+    assert str(new) != first
+    time.sleep(1.2)  # the refresh interval is 1 s
+    results = backend.post("/predict", json={"tasks": [local_task(1, "img0.png"), local_task(2, "img1.png")],
+                                             "label_config": CONFIG}).json()["results"]
+    assert [r["model_version"] for r in results] == [str(new)] * 2
+    assert [r["result"][0]["value"]["choices"] for r in results] == [["Defective"]] * 2
+    assert backend.post("/setup", json={}).json() == {"model_version": str(new)}
+    assert backend.get("/health").json()["champion"] == str(new)
+    versions = backend.get("/versions").json()
+    assert versions["champion"] == str(new) and first in versions["versions"] and str(new) in versions["versions"]
+
+    # moving the alias back is picked up by /setup at once (no waiting for the interval)
+    from integrations import mlflow_registry
+
+    mlflow_registry.set_alias(mlflow_registry.require(MODEL, "1"), mlflow_registry.CHAMPION)
+    deadline = time.monotonic() + 60
+    while backend.post("/setup", json={}).json()["model_version"] != f"{MODEL}/1":
+        assert time.monotonic() < deadline
+    results = backend.post("/predict", json={"tasks": [local_task(1, "img0.png")], "label_config": CONFIG}).json()
+    assert results["results"][0]["model_version"] == f"{MODEL}/1"
