@@ -1,0 +1,81 @@
+"""The offline replay of the loop: curves, oracle, auto-labels, summary and plot (synthetic features)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlproject.loop.policy import PolicyConfig
+from mlproject.loop.simulate import (
+    SimulationConfig,
+    config_params,
+    labels_to_reach,
+    plot_learning_curves,
+    simulate,
+    summarize,
+)
+
+
+def separable_features(n=200, defect_share=0.15, seed=0):
+    """Rare positives along one direction, plus noise dimensions; a linear model separates them."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < defect_share).astype(int)
+    y[:4] = 1
+    x = rng.normal(size=(n, 6))
+    x[:, 0] += 4 * y
+    return x, y
+
+
+def test_simulation_curves_summary_and_plot(tmp_path):
+    x, y = separable_features()
+    config = SimulationConfig(strategies=("random", "margin"), seeds=(0, 1), initial_labels=6, budget=8,
+                              max_human=40, policy=PolicyConfig(tau=0.95))
+    curves, full, sizes = simulate(x, y, ["ok", "defect"], config, progress=False)
+    assert sizes["pool"] + sizes["test"] == len(y)
+    assert set(curves["strategy"]) == {"random", "margin"} and set(curves["auto_labels"]) == {False, True}
+    assert set(curves["seed"]) == {0, 1}
+    for _, curve in curves.groupby(["strategy", "auto_labels", "seed"]):
+        human = curve.sort_values("round")["n_human"].tolist()
+        assert human == sorted(human) and human[-1] <= 40
+        assert all(b - a <= 8 for a, b in zip(human, human[1:]))  # the budget per round holds
+    without = curves[~curves["auto_labels"]]
+    assert (without["n_auto"] == 0).all()
+    assert curves[curves["auto_labels"]]["n_auto"].max() > 0
+    assert 0.9 <= full <= 1.0  # the data is separable
+
+    summary = summarize(curves, full, sizes["pool"])
+    assert set(summary["strategy"]) == {"random", "margin"}
+    random_row = summary[(summary.strategy == "random") & ~summary.auto_labels].iloc[0]
+    if not math.isnan(random_row.labels_to_target):
+        assert random_row.ratio_to_random == pytest.approx(1.0)
+    auto_rows = summary[summary.auto_labels]
+    assert ((auto_rows.auto_label_precision > 0.9) | auto_rows.auto_label_precision.isna()).all()
+
+    png = plot_learning_curves(curves, full, tmp_path / "curves.png", title="test")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000 and png.endswith("curves.png")
+
+
+def test_uncertainty_sampling_finds_the_rare_class_sooner_than_random():
+    x, y = separable_features(n=300, defect_share=0.08, seed=4)
+    config = SimulationConfig(strategies=("random", "least_confidence"), auto_label_modes=(False,), seeds=(0, 1, 2),
+                              initial_labels=6, budget=6, max_human=60)
+    curves, full, sizes = simulate(x, y, ["ok", "defect"], config, progress=False)
+    summary = summarize(curves, full, sizes["pool"]).set_index("strategy")
+    assert summary.loc["least_confidence", "labels_to_target"] <= summary.loc["random", "labels_to_target"] \
+        or math.isnan(summary.loc["random", "labels_to_target"])
+
+
+def test_labels_to_reach_and_params():
+    curve = pd.DataFrame({"n_human": [10, 20, 30], "balanced_accuracy": [0.5, 0.95, 0.9]})
+    assert labels_to_reach(curve, 0.94) == 20
+    assert math.isnan(labels_to_reach(curve, 0.99))
+    params = config_params(SimulationConfig(seeds=(0, 1)))
+    assert params["seeds"] == "0,1" and params["policy_tau"] == 0.95 and "policy_strategy" not in params
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="unknown strategies"):
+        SimulationConfig(strategies=("smart",))
+    with pytest.raises(ValueError, match="seed"):
+        SimulationConfig(seeds=())
