@@ -44,3 +44,17 @@ def log_rows(rows: list[dict], artifact_path: str, file_name: str) -> None:
 def log_files(paths, artifact_path: str) -> None:
     for path in paths:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def run_entry_point(entry_point: str, parameters: dict, *, experiment: str) -> str:
+    """Run one of this MLflow project's entry points in the current environment; returns the run id.
+
+    ``env_manager="local"``: the caller already runs inside the project's environment (a child
+    ``mlflow run`` would otherwise try to build one with conda or pyenv).
+    """
+    submitted = mlflow.projects.run(str(PROJECT_DIR), entry_point=entry_point, parameters=parameters,
+                                    env_manager="local", experiment_name=experiment, synchronous=True)
+    return submitted.run_id

@@ -1,30 +1,13 @@
-"""The ``alloop`` command line."""
+"""``alloop init``, ``alloop demo``: the Label Studio project and the main job."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="alloop: train, register, serve and keep improving defect classifiers.",
-                  no_args_is_help=True, add_completion=False)
-
-from integrations.labelstudio.server import app as labelstudio_app  # noqa: E402
-
-app.add_typer(labelstudio_app, name="labelstudio", help="Install, start and stop a local Label Studio.")
-
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-
-
-def run_entry_point(entry_point: str, parameters: dict, *, experiment: str) -> str:
-    """Run one MLflow project entry point in this environment; returns the run id."""
-    import mlflow
-
-    submitted = mlflow.projects.run(str(PROJECT_DIR), entry_point=entry_point, parameters=parameters,
-                                    env_manager="local", experiment_name=experiment, synchronous=True)
-    return submitted.run_id
+from mlproject.cli._app import app, fail
 
 
 @app.command()
@@ -36,6 +19,7 @@ def demo(
 ):
     """Train and register all three VGG16 variants on the embedded SYNTHETIC data, then promote the best."""
     from integrations import mlflow_registry
+    from integrations.mlflow_runs import run_entry_point
 
     uri = mlflow_registry.configure_tracking()
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -60,11 +44,6 @@ def demo(
     )
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"Error: {message}", fg="red", err=True)
-    raise typer.Exit(1)
-
-
 @app.command()
 def init(
     images: Path = typer.Option(..., exists=True, file_okay=False, help="folder of images to label"),
@@ -87,12 +66,12 @@ def init(
     mlflow_registry.configure_tracking()
     champion = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
     if champion is None:
-        _fail(f"registered model {model_name!r} has no champion in {mlflow_registry.mlflow.get_tracking_uri()}. "
+        fail(f"registered model {model_name!r} has no champion in {mlflow_registry.mlflow.get_tracking_uri()}. "
               "Train one (`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`), "
               "or check MLFLOW_TRACKING_URI / --model-name.")
     choices = [c.strip() for c in labels.split(",") if c.strip()]
     if len(choices) < 2:
-        _fail("--labels needs at least two comma-separated choices, e.g. defect,ok")
+        fail("--labels needs at least two comma-separated choices, e.g. defect,ok")
     try:
         connection = lsp.connection_from_env(url, api_key, document_root)
         client = lsp.connect(connection)
@@ -100,7 +79,7 @@ def init(
         report = [f"project {project.id} '{title}': {'created' if created else 'reused'}"]
         files = lsp.image_files(images)
         if not files:
-            _fail(f"{images} holds no images ({', '.join(sorted(lsp.IMAGE_SUFFIXES))})")
+            fail(f"{images} holds no images ({', '.join(sorted(lsp.IMAGE_SUFFIXES))})")
         root = Path(connection.document_root) if connection.document_root else None
         if root is not None and not upload and lsp.is_under(images, root) and images.resolve() != root.resolve():
             storage_id, storage_created = lsp.ensure_local_storage(client, project.id, images, root)
@@ -124,11 +103,7 @@ def init(
         else:
             report.append(f"project model_version = {champion} ({state})")
     except LabelStudioError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for line in report:
         typer.echo(line)
     typer.secho(f"Open {connection.url}/projects/{project.id}/data", fg="green")
-
-
-def main() -> None:  # pragma: no cover
-    sys.exit(app())

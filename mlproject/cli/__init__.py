@@ -1,0 +1,12 @@
+"""The ``alloop`` command line (Typer). Each module adds its commands to :data:`app`.
+
+* ``project``: ``init`` (the Label Studio project), ``predict``, ``serve`` and ``demo``
+* ``loop``: ``sync``, ``status``, ``audit`` (the labelling rounds)
+* ``simulate``: ``simulate`` (the loop replayed offline with an oracle)
+* ``alloop labelstudio ...``: a local Label Studio server
+"""
+
+from mlproject.cli._app import app
+from mlproject.cli import project  # noqa: F401,E402  (registers commands)
+
+__all__ = ["app"]
