@@ -93,3 +93,24 @@ def version_tags(ref: VersionRef) -> dict[str, str]:
 def load_pyfunc(ref: VersionRef):
     """Load a registered version; its predictions report ``NAME/VERSION`` as their model version."""
     return mlflow.pyfunc.load_model(ref.uri, model_config={"model_version": str(ref)})
+
+
+def find_version(name: str, tags: dict[str, str]) -> VersionRef | None:
+    """The newest version of ``name`` carrying all of ``tags`` (e.g. the one a resumed round trained)."""
+    escaped = name.replace("'", "\\'")
+    versions = MlflowClient().search_model_versions(f"name='{escaped}'")
+    matching = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
+    if not matching:
+        return None
+    return VersionRef(name, str(max(int(v.version) for v in matching)))
+
+
+def training_params(ref: VersionRef) -> dict[str, str]:
+    """The params of the run that trained ``ref`` (empty when it has no run)."""
+    run_id = version_tags(ref).get("run_id")
+    if not run_id:
+        return {}
+    try:
+        return dict(MlflowClient().get_run(run_id).data.params)
+    except MlflowException:
+        return {}

@@ -58,3 +58,13 @@ def run_entry_point(entry_point: str, parameters: dict, *, experiment: str) -> s
     submitted = mlflow.projects.run(str(PROJECT_DIR), entry_point=entry_point, parameters=parameters,
                                     env_manager="local", experiment_name=experiment, synchronous=True)
     return submitted.run_id
+
+
+def entry_point_parameters(entry_point: str) -> list[str]:
+    """The parameter names MLproject declares for ``entry_point``."""
+    from mlflow.projects._project_spec import load_project
+
+    try:
+        return list(load_project(str(PROJECT_DIR)).get_entry_point(entry_point).parameters)
+    except Exception as exc:  # MLflow raises ExecutionException for an unknown entry point
+        raise ValueError(f"MLproject has no entry point {entry_point!r} ({exc})") from None

@@ -177,13 +177,19 @@ def ensure_ml_backend(client, project_id: int, url: str, *, title: str = BACKEND
 
 
 def view_definitions(bot_user_id: int) -> dict[str, dict]:
-    """The saved tabs of the loop. Filters use Label Studio's data-manager columns."""
+    """The saved tabs of the loop. Filters use Label Studio's data-manager columns; the loop writes the
+    task data fields they read (``alloop_review_rank``, ``alloop_audit``)."""
     return {
         "Needs review": {
-            # Unlabelled tasks, least confident prediction first.
+            # The queue `alloop sync` ranked (1 = most useful), while nobody has answered it.
             "filters": {"conjunction": "and", "items": [
-                {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]},
-            "ordering": ["tasks:predictions_score"],
+                {"filter": "filter:tasks:data.alloop_review_rank", "operator": "greater", "type": "Number",
+                 "value": 0},
+                {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
+                {"filter": "filter:tasks:cancelled_annotations", "operator": "equal", "type": "Number",
+                 "value": 0}]},
+            "ordering": ["tasks:data.alloop_review_rank"],
+            "columnsDisplayType": {"tasks:data.alloop_review_rank": "Number"},  # numeric, not text, order
         },
         "Auto-labelled": {
             "filters": {"conjunction": "and", "items": [
@@ -191,7 +197,7 @@ def view_definitions(bot_user_id: int) -> dict[str, dict]:
             "ordering": ["-tasks:updated_at"],
         },
         "Audit": {
-            # Filled by `alloop audit` with a sample of auto-labels (matched on the task's data).
+            # Filled by `alloop audit` with a random sample of auto-labels.
             "filters": {"conjunction": "and", "items": [
                 {"filter": "filter:tasks:data.alloop_audit", "operator": "equal", "type": "String", "value": "yes"}]},
             "ordering": ["tasks:id"],
@@ -200,14 +206,19 @@ def view_definitions(bot_user_id: int) -> dict[str, dict]:
 
 
 def ensure_views(client, project_id: int, bot_user_id: int) -> list[str]:
-    """Create the missing saved views; returns the titles created."""
-    existing = {(v.data or {}).get("title") for v in client.views.list(project=project_id)}
-    created = []
+    """Create the missing saved views and bring changed ones up to date; returns what it did."""
+    existing = {(v.data or {}).get("title"): v for v in client.views.list(project=project_id)}
+    done = []
     for title, definition in view_definitions(bot_user_id).items():
-        if title not in existing:
-            client.views.create(project=project_id, data={"title": title, **definition})
-            created.append(title)
-    return created
+        wanted = {"title": title, **definition}
+        view = existing.get(title)
+        if view is None:
+            client.views.create(project=project_id, data=wanted)
+            done.append(title)
+        elif any((view.data or {}).get(k) != v for k, v in wanted.items()):
+            client.views.update(id=view.id, project=project_id, data={**(view.data or {}), **wanted})
+            done.append(f"{title} (updated)")
+    return done
 
 
 def ensure_bot_user(client, email: str = BOT_EMAIL) -> tuple[int, bool]:

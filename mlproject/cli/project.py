@@ -107,3 +107,35 @@ def init(
     for line in report:
         typer.echo(line)
     typer.secho(f"Open {connection.url}/projects/{project.id}/data", fg="green")
+
+
+@app.command()
+def serve(
+    model_name: str = typer.Option("alloop-defect-classifier", envvar="ALLOOP_MODEL_NAME", help="registered model"),
+    host: str = typer.Option("127.0.0.1", envvar="ALLOOP_BACKEND_HOST"),
+    port: int = typer.Option(9090, envvar="ALLOOP_BACKEND_PORT"),
+    document_root: str = typer.Option(None, envvar="LOCAL_FILES_DOCUMENT_ROOT",
+                                      help="Label Studio's local-files root: such images are read from disk"),
+    refresh_seconds: float = typer.Option(30.0, envvar="ALLOOP_REFRESH_SECONDS",
+                                          help="re-read the champion alias at most this often"),
+    log_level: str = typer.Option("info"),
+):
+    """Run the ML backend: Label Studio gets the champion's predictions as pre-annotations.
+
+    Label Studio's URL and API key (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, or the settings of
+    `alloop labelstudio start`) let it fetch uploaded images; basic auth: ALLOOP_BACKEND_BASIC_AUTH_USER
+    and ALLOOP_BACKEND_BASIC_AUTH_PASSWORD.
+    """
+    from integrations.labelstudio.backend import main as backend_main
+    from integrations.labelstudio.server import load_settings
+
+    saved = load_settings()
+    if saved is not None:  # the local server's connection, unless the environment says otherwise
+        os.environ.setdefault("LABEL_STUDIO_URL", saved.url)
+        os.environ.setdefault("LABEL_STUDIO_API_KEY", saved.api_key)
+        document_root = document_root or saved.document_root
+    args = ["--host", host, "--port", str(port), "--model-name", model_name, "--refresh-seconds",
+            str(refresh_seconds), "--log-level", log_level]
+    if document_root:
+        args += ["--document-root", document_root]
+    backend_main(args)

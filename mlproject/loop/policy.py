@@ -308,3 +308,40 @@ def probabilities_from_p_defect(p_defect: Sequence[float], class_names: Sequence
     if len(class_names) != 2:
         raise ValueError(f"binary P(defect) needs exactly two class names, got {list(class_names)}")
     return np.stack([1.0 - p, p], axis=1)
+
+
+# --- audits ---------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (sound for small samples and for 0% or 100%)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    audited: int
+    correct: int
+    precision: float
+    low: float
+    high: float
+    target: float
+    below_target: bool  # even the interval's upper end is below the target: act
+    new_tau: float | None  # the raised threshold when below target
+
+
+def judge_audit(correct: int, audited: int, *, target: float, tau: float, confidence: float = 0.95) -> AuditVerdict:
+    """Auto-label precision from an audit; below the target (with confidence) tau moves halfway to 1."""
+    low, high = wilson_interval(correct, audited, confidence)
+    precision = correct / audited if audited else math.nan
+    below = audited > 0 and high < target
+    new_tau = min(0.999, tau + (1.0 - tau) / 2) if below else None
+    return AuditVerdict(audited, correct, precision, low, high, target, below, new_tau)

@@ -87,6 +87,35 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
             return self.sklearn_model.predict_proba(network_out)[:, 1] if len(network_out) else np.zeros(0)
         return network_out[:, 0]
 
+    def score_and_embed(self, images: list[bytes], sources: list[str] | None = None):
+        """P(defect) and a backbone embedding per image, from one forward pass (the labelling loop's input).
+
+        The embedding is what the classifier sees: the pooled VGG16 features for the ``svm`` variant,
+        the global average of the last VGG16 block's output for ``frozen``/``finetune``.
+        Returns ``(p_defect, embeddings, good_indices, errors)``; undecodable images are left out of
+        the first three and listed in ``errors`` (one :class:`BadImageError` each).
+        """
+        from mlproject.data.decode import images_to_model_input
+
+        batch, good, errors = images_to_model_input(images, int(self.config["image_size"]), sources=sources)
+        batch_size = int(self.config.get("batch_size", 32))
+        p_parts, e_parts = [], []
+        for start in range(0, len(batch), batch_size):
+            chunk = batch[start : start + batch_size]
+            if self.sklearn_model is not None:
+                features = np.asarray(self.keras_model(chunk, training=False))
+                p_parts.append(self.sklearn_model.predict_proba(features)[:, 1])
+                e_parts.append(features)
+            else:
+                tail_out = self.keras_model.get_layer("vgg16_tail")(
+                    self.keras_model.get_layer("vgg16_fixed")(chunk, training=False), training=False)
+                p_parts.append(np.asarray(self.keras_model.get_layer("head")(tail_out, training=False))[:, 0])
+                e_parts.append(np.asarray(tail_out).mean(axis=(1, 2)))
+        if not p_parts:
+            return np.zeros(0), np.zeros((0, 0), np.float32), good, errors
+        return (np.concatenate(p_parts).astype(np.float64), np.concatenate(e_parts).astype(np.float32),
+                good, errors)
+
     def predict(self, context, model_input, params=None):
         from mlproject.data.decode import images_to_model_input
 

@@ -173,3 +173,19 @@ def test_property_humans_budget_caps_and_determinism(case):
                           human_labelled=[human[i] for i in perm], machine_labelled=[machine[i] for i in perm],
                           needs_review=[review[i] for i in perm])
     assert shuffled.auto_labels == plan.auto_labels and shuffled.review == plan.review
+
+
+def test_wilson_interval_and_audit_verdict():
+    from mlproject.loop.policy import judge_audit, wilson_interval
+
+    low, high = wilson_interval(20, 20)
+    assert 0.83 < low < 0.85 and high == 1.0
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-3) and high == pytest.approx(0.7634, abs=1e-3)
+    fine = judge_audit(20, 20, target=0.995, tau=0.95)
+    assert not fine.below_target and fine.new_tau is None and fine.precision == 1.0
+    bad = judge_audit(15, 20, target=0.995, tau=0.95)
+    assert bad.below_target and bad.new_tau == pytest.approx(0.975)
+    unsure = judge_audit(199, 200, target=0.995, tau=0.95)  # one error in 200: not enough evidence
+    assert not unsure.below_target
+    assert judge_audit(0, 0, target=0.99, tau=0.95).audited == 0

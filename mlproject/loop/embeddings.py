@@ -1,0 +1,68 @@
+"""Backbone embeddings of task images, cached on disk per model version.
+
+One ``.npz`` per (registered model version, Label Studio project): the task ids, the image URL each
+was computed from (a changed URL means a changed image: recomputed) and the vectors (float16: half
+the disk, and far more precision than k-means needs). Written atomically; a lost or corrupt cache
+only costs recomputation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("alloop.loop")
+
+
+def cache_path(state_dir, model_version: str, project_key: str) -> Path:
+    safe = lambda text: re.sub(r"[^A-Za-z0-9_.\-]+", "_", text)  # noqa: E731
+    return Path(state_dir) / "embeddings" / safe(model_version) / f"{safe(project_key)}.npz"
+
+
+class EmbeddingCache:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._vectors: dict[int, tuple[str, np.ndarray]] = {}
+        self.dirty = False
+        if self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as stored:
+                    for task_id, url, vector in zip(stored["ids"], stored["urls"], stored["vectors"]):
+                        self._vectors[int(task_id)] = (str(url), vector)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring unreadable embedding cache %s (%s); recomputing", self.path, exc)
+                self._vectors = {}
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, task_id: int, url: str) -> np.ndarray | None:
+        found = self._vectors.get(int(task_id))
+        return found[1].astype(np.float32) if found and found[0] == url else None
+
+    def put(self, task_id: int, url: str, vector: np.ndarray) -> None:
+        self._vectors[int(task_id)] = (url, np.asarray(vector, dtype=np.float16))
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ids = sorted(self._vectors)
+        dims = {self._vectors[i][1].shape for i in ids}
+        if len(dims) > 1:
+            raise ValueError(f"embeddings of different shapes {dims} in one cache {self.path}")
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".emb-", suffix=".npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, ids=np.array(ids, dtype=np.int64), urls=np.array([self._vectors[i][0] for i in ids]),
+                     vectors=np.stack([self._vectors[i][1] for i in ids]) if ids else np.zeros((0, 0), np.float16))
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        self.dirty = False
