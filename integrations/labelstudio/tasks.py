@@ -132,11 +132,7 @@ class ProjectTasks:
         tasks = {}
         for raw in self._task_pages({"fields": "task_only", "include": "id,data"}, "reading tasks", progress):
             tasks[int(raw["id"])] = Task(int(raw["id"]), dict(raw.get("data") or {}))
-        for raw in self._get("/api/predictions/", {"project": self.project_id}):
-            task = tasks.get(_id(raw.get("task")))
-            if task is not None:
-                task.predictions.append(Prediction(int(raw["id"]), task.id, str(raw.get("model_version") or ""),
-                                                   raw.get("score"), _choices(raw.get("result"), self.from_name)))
+        self._read_predictions(tasks)
         annotated = {"filters": {"conjunction": "or", "items": [
             {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0},
             {"filter": "filter:tasks:cancelled_annotations", "operator": "greater", "type": "Number", "value": 0}]}}
@@ -148,6 +144,19 @@ class ProjectTasks:
                 continue
             task.annotations = [self._annotation(a, task.id) for a in raw.get("annotations") or []]
         return [tasks[k] for k in sorted(tasks)]
+
+    def _read_predictions(self, tasks: dict[int, Task]) -> None:
+        for task in tasks.values():
+            task.predictions = []
+        for raw in self._get("/api/predictions/", {"project": self.project_id}):
+            task = tasks.get(_id(raw.get("task")))
+            if task is not None:
+                task.predictions.append(Prediction(int(raw["id"]), task.id, str(raw.get("model_version") or ""),
+                                                   raw.get("score"), _choices(raw.get("result"), self.from_name)))
+
+    def refresh_predictions(self, tasks: list[Task]) -> None:
+        """Re-read the predictions of ``tasks`` in place (one request for the whole project)."""
+        self._read_predictions({t.id: t for t in tasks})
 
     def _annotation(self, raw: dict, task_id: int) -> Annotation:
         return Annotation(int(raw["id"]), task_id, _id(raw.get("completed_by")),

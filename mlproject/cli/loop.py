@@ -122,10 +122,10 @@ def sync(
         report = run_round(loop_project, options)
     except (LabelStudioError, SyncError, LookupError) as exc:
         fail(str(exc))
-    _print_round(report, loop_project)
+    print_round(report, loop_project)
 
 
-def _print_round(report, loop_project) -> None:
+def print_round(report, loop_project) -> None:
     if report.skipped:
         typer.echo(report.messages[0])
         return

@@ -25,6 +25,8 @@ import json
 import logging
 import re
 import tempfile
+import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ from tqdm.auto import tqdm
 from integrations import mlflow_registry, mlflow_rounds
 from integrations.labelstudio.images import ImageFetcher, ImageFetchError, safe_join
 from integrations.labelstudio.label_config import ChoicesTarget, LabelConfigError, map_classes, prediction_result
-from integrations.labelstudio.tasks import ProjectTasks, Task
+from integrations.labelstudio.tasks import Annotation, ProjectTasks, Task
 from mlproject.data.loaders import manifest_hash, write_manifest
 from mlproject.data.records import LabeledImage
 from mlproject.loop.embeddings import EmbeddingCache, cache_path
@@ -49,6 +51,8 @@ RANK_KEY = "alloop_review_rank"  # position in the "Needs review" queue (1 = fir
 REVOKED_KEY = "alloop_revoked"  # why a machine label was taken back: the task must be seen by a person
 AUDIT_KEY = "alloop_audit"  # "yes": in the "Audit" view
 FETCH_THREADS = 4
+FLUSH_PREDICTIONS = 500
+SAVE_EVERY_S = 30.0
 
 Hook = Callable[[str, dict], None]
 
@@ -155,6 +159,18 @@ class SyncOptions:
             raise ValueError(f"retrain_after must be >= 1, got {self.retrain_after}")
 
 
+class Timings(dict):
+    """Seconds per step of a round, summed over ``with timings("step"): ...`` blocks."""
+
+    @contextmanager
+    def __call__(self, step: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[step] = self.get(step, 0.0) + time.perf_counter() - started
+
+
 @dataclass
 class RoundReport:
     round: int
@@ -165,6 +181,7 @@ class RoundReport:
     counts: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)
     run_id: str = ""
+    timings: Timings = field(default_factory=Timings)
 
     def say(self, message: str) -> None:
         log.info(message)
@@ -194,31 +211,43 @@ def fetch_images(fetcher: ImageFetcher, urls: list[str | None]) -> list[tuple[by
 
 
 def score_tasks(project: LoopProject, champion: Champion, tasks: list[Task], *, need_embedding: set[int],
-                cache: EmbeddingCache, batch_size: int, progress: bool) -> tuple[int, dict[int, str]]:
+                cache: EmbeddingCache, batch_size: int, progress: bool,
+                timings: Timings | None = None) -> tuple[int, dict[int, str]]:
     """Predictions for tasks without one from the champion, embeddings for ``need_embedding``.
 
-    Returns (predictions written, {task id: why its image could not be used}).
+    Returns (predictions written, {task id: why its image could not be used}). Predictions are
+    written in bulk every ``FLUSH_PREDICTIONS`` and the embedding cache saved every
+    ``SAVE_EVERY_S`` seconds: a crash costs a little recomputation, never a wrong state.
     """
+    timings = timings if timings is not None else Timings()
     version = champion.version
     todo = [t for t in tasks if t.prediction_of(version) is None
             or (t.id in need_embedding and cache.get(t.id, project.image_url(t) or "") is None)]
-    written, errors = 0, {}
+    written, errors, pending = 0, {}, []
+    last_save = time.monotonic()
+
+    def flush():
+        nonlocal written, pending
+        with timings("write_predictions"):
+            written += project.tasks.add_predictions(pending)
+        pending = []
+
     for start in tqdm(range(0, len(todo), batch_size), desc=f"scoring with {version}", unit="batch",
                       disable=not progress or not todo):
         chunk = todo[start : start + batch_size]
         urls = [project.image_url(t) for t in chunk]
-        fetched = fetch_images(project.fetcher, urls)
-        readable = [(t, url, content) for t, url, (content, error) in zip(chunk, urls, fetched) if content is not None]
-        for t, (content, error) in zip(chunk, fetched):
-            if content is None:
-                errors[t.id] = error
-        if not readable:
-            continue
-        p_defect, vectors, good, bad = champion.model.score_and_embed(
-            [content for _, _, content in readable], sources=[f"task {t.id}" for t, _, _ in readable])
+        with timings("inference"):  # reading the images is part of it
+            fetched = fetch_images(project.fetcher, urls)
+            readable = [(t, url, c) for t, url, (c, error) in zip(chunk, urls, fetched) if c is not None]
+            for t, (content, error) in zip(chunk, fetched):
+                if content is None:
+                    errors[t.id] = error
+            if not readable:
+                continue
+            p_defect, vectors, good, bad = champion.model.score_and_embed(
+                [content for _, _, content in readable], sources=[f"task {t.id}" for t, _, _ in readable])
         for failure in bad:
             errors[int(failure.source.split()[-1])] = failure.reason
-        predictions = []
         for row, index in enumerate(good):
             task, url, _ = readable[index]
             cache.put(task.id, url, vectors[row])
@@ -226,9 +255,16 @@ def score_tasks(project: LoopProject, champion: Champion, tasks: list[Task], *, 
                 label = champion.label_of(p_defect[row])
                 result = prediction_result(project.target, champion.choice_of[label],
                                            confidence_of(label, p_defect[row], champion.positive), version)
-                predictions.append({"task": task.id, **result})
-        written += project.tasks.add_predictions(predictions)
-        cache.save()  # a crash loses at most one batch of embeddings
+                pending.append({"task": task.id, **result})
+        if len(pending) >= FLUSH_PREDICTIONS:
+            flush()
+        if time.monotonic() - last_save > SAVE_EVERY_S:
+            with timings("embedding_cache"):
+                cache.save()
+            last_save = time.monotonic()
+    flush()
+    with timings("embedding_cache"):
+        cache.save()
     for task_id, error in sorted(errors.items()):
         log.error("task %s: image not used: %s", task_id, error)
     return written, errors
@@ -313,9 +349,8 @@ def _plan_to_json(plan: RoundPlan, version: str, tau: float) -> dict:
             "skipped_by_cap": plan.skipped_by_cap}
 
 
-def _plan_from_json(data: dict) -> tuple[list[AutoLabel], list[ReviewItem], dict, str]:
-    return ([AutoLabel(**a) for a in data["auto_labels"]], [ReviewItem(**r) for r in data["review"]],
-            {int(k): int(v) for k, v in data.get("cluster_of", {}).items()}, data["model_version"])
+def _plan_from_json(data: dict) -> tuple[list[AutoLabel], list[ReviewItem], str]:
+    return [AutoLabel(**a) for a in data["auto_labels"]], [ReviewItem(**r) for r in data["review"]], data["model_version"]
 
 
 def effective_policy(options: SyncOptions, key: str) -> PolicyConfig:
@@ -339,96 +374,109 @@ def fingerprint(champion: str, tasks: list[Task], bot_id: int, policy: PolicyCon
 def run_round(project: LoopProject, options: SyncOptions, *, hook: Hook | None = None) -> RoundReport:
     """One round, resumed if the last one did not finish. See the module docstring."""
     hook = hook or (lambda step, info: None)
-    ref = mlflow_registry.resolve(options.model_name, mlflow_registry.CHAMPION)
-    if ref is None:
-        raise SyncError(f"registered model {options.model_name!r} has no champion: train one "
-                        "(`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`) first")
-    champion = load_champion(ref, project.target, options.label_map)
-    policy = effective_policy(options, project.key)
-    tasks = project.tasks.read(progress=options.progress)
-    runs = mlflow_rounds.round_runs(project.key)
+    timings = Timings()
+    with timings("load_model"):
+        ref = mlflow_registry.resolve(options.model_name, mlflow_registry.CHAMPION)
+        if ref is None:
+            raise SyncError(f"registered model {options.model_name!r} has no champion: train one "
+                            "(`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`) first")
+        champion = load_champion(ref, project.target, options.label_map)
+    with timings("read_state"):
+        policy = effective_policy(options, project.key)
+        tasks = project.tasks.read(progress=options.progress)
+        runs = mlflow_rounds.round_runs(project.key)
     state_now = fingerprint(champion.version, tasks, project.bot_id, policy)
     last = runs[-1] if runs else None
     if (last is not None and mlflow_rounds.state_of(last) == "complete" and not options.force_round
             and not options.force_retrain and last.data.tags.get("alloop.fingerprint") == state_now):
         report = RoundReport(mlflow_rounds.round_number(last), resumed=False, skipped=True,
                              champion_before=champion.version, champion_after=champion.version,
-                             run_id=last.info.run_id)
+                             run_id=last.info.run_id, timings=timings)
         report.say(f"nothing changed since round {report.round} (same champion, tasks and human labels): "
                    "no new round; label the 'Needs review' queue, or pass --force-round / --retrain")
         return report
 
-    run, resumed = mlflow_rounds.open_or_new_round(project.key)
-    run_id, state = run.info.run_id, mlflow_rounds.state_of(run)
-    report = RoundReport(mlflow_rounds.round_number(run), resumed, champion_before=champion.version, run_id=run_id)
+    with timings("record"):
+        run, resumed = mlflow_rounds.open_or_new_round(project.key)
+        run_id, state = run.info.run_id, mlflow_rounds.state_of(run)
+        report = RoundReport(mlflow_rounds.round_number(run), resumed, champion_before=champion.version,
+                             run_id=run_id, timings=timings)
+        mlflow_rounds.log_params(run_id, {**{f"policy_{k}": v for k, v in asdict(policy).items()},
+                                          "retrain_after": options.retrain_after,
+                                          "holdout_share": options.holdout_share, "entry_point": options.entry_point,
+                                          "model_name": options.model_name, "project": project.key,
+                                          "champion_at_start": champion.version})
+        mlflow_rounds.set_tags(run_id, {"alloop.champion_before": champion.version, "alloop.fingerprint_start":
+                                        state_now})
     if resumed:
         report.say(f"resuming round {report.round} (it stopped after step '{state}')")
-    mlflow_rounds.log_params(run_id, {**{f"policy_{k}": v for k, v in asdict(policy).items()},
-                                      "retrain_after": options.retrain_after, "holdout_share": options.holdout_share,
-                                      "entry_point": options.entry_point, "model_name": options.model_name,
-                                      "project": project.key, "champion_at_start": champion.version})
-    mlflow_rounds.set_tags(run_id, {"alloop.champion_before": champion.version})
     counts = report.counts
-    counts["tasks"] = len(tasks)
+    counts.update(tasks=len(tasks), revoked=0)
 
     # 1 + 2: predictions for every task, embeddings for the open ones
     cache = EmbeddingCache(cache_path(options.state_dir, champion.version, project.key))
-    open_tasks = [t for t in tasks if not t.annotations]
-    written, errors = score_tasks(project, champion, tasks, need_embedding={t.id for t in open_tasks}, cache=cache,
-                                  batch_size=options.batch_size, progress=options.progress)
+    written, errors = score_tasks(project, champion, tasks, need_embedding={t.id for t in tasks if not t.annotations},
+                                  cache=cache, batch_size=options.batch_size, progress=options.progress,
+                                  timings=timings)
     counts.update(predicted=written, unreadable=len(errors))
-    if written:
-        tasks = project.tasks.read(progress=False)  # the new predictions' ids link the machine labels
-        open_tasks = [t for t in tasks if not t.annotations]
-    from integrations.labelstudio.project import set_model_version
+    with timings("read_state"):
+        if written:
+            project.tasks.refresh_predictions(tasks)  # their ids link the machine labels to them
+    with timings("write_labels"):
+        from integrations.labelstudio.project import set_model_version
 
-    set_model_version(project.tasks.client, project.tasks.project_id, champion.version)
-    previous = next((r.data.tags.get("alloop.champion_after") for r in reversed(runs)
-                     if mlflow_rounds.state_of(r) == "complete"), None)
-    if previous and previous != champion.version and state == "started":
-        report.say(f"the champion changed since the last round ({previous} -> {champion.version})")
-        revoke_contradicted(project, champion, tasks, policy, report)
-        tasks = project.tasks.read(progress=False)
-        open_tasks = [t for t in tasks if not t.annotations]
+        set_model_version(project.tasks.client, project.tasks.project_id, champion.version)
+        previous = next((r.data.tags.get("alloop.champion_after") for r in reversed(runs)
+                         if mlflow_rounds.state_of(r) == "complete"), None)
+        if previous and previous != champion.version and state == "started":
+            report.say(f"the champion changed since the last round ({previous} -> {champion.version})")
+            revoke_contradicted(project, champion, tasks, policy, report)
     hook("predicted", {"written": written})
+    open_tasks = [t for t in tasks if not t.annotations]
 
     # 3: the plan, computed once per round and kept in the round's run
     stored = mlflow_rounds.load_json(run_id, "plan.json") if resumed else None
     if stored is not None:
-        auto_labels, review, cluster_of, plan_version = _plan_from_json(stored)
+        auto_labels, review, plan_version = _plan_from_json(stored)
         report.say(f"using the plan saved by round {report.round} ({len(auto_labels)} auto-labels, "
                    f"{len(review)} to review)")
     else:
-        plan, cluster_embeddings = _plan(project, champion, open_tasks, cache, errors, policy)
-        auto_labels, review, cluster_of, plan_version = plan.auto_labels, plan.review, plan.cluster_of, champion.version
-        mlflow_rounds.log_json(run_id, _plan_to_json(plan, champion.version, policy.tau), "plan.json")
-        mlflow_rounds.set_state(run_id, "planned")
-        _log_plan_files(run_id, plan, open_tasks, cluster_embeddings, report.round)
+        with timings("plan"):
+            plan, cluster_embeddings = _plan(project, champion, open_tasks, cache, errors, policy)
+        auto_labels, review, plan_version = plan.auto_labels, plan.review, champion.version
+        with timings("record"):
+            mlflow_rounds.log_json(run_id, _plan_to_json(plan, champion.version, policy.tau), "plan.json")
+            mlflow_rounds.set_state(run_id, "planned")
+            _log_plan_files(run_id, plan, cluster_embeddings, report.round)
         counts.update({f"plan.{k}": v for k, v in plan.counts().items()})
     hook("planned", {"auto_labels": len(auto_labels), "review": len(review)})
 
     if state in ("started", "planned"):
-        made, skipped = _apply_auto_labels(project, tasks, auto_labels, plan_version, champion, hook)
+        with timings("write_labels"):
+            made, skipped = _apply_auto_labels(project, tasks, auto_labels, plan_version, champion, hook)
         counts.update(auto_labelled=made, auto_skipped=skipped)
-        queued = _apply_review_queue(project, tasks, review)
+        with timings("write_queue"):
+            queued = _apply_review_queue(project, tasks, review)
         counts.update(routed=len(review), queue_updates=queued)
         mlflow_rounds.set_state(run_id, "applied")
         hook("applied", {"auto_labelled": made})
-        tasks = project.tasks.read(progress=False)
 
     # 5: retrain, promote, follow
-    _maybe_retrain(project, options, champion, tasks, report, hook)
+    with timings("retrain"):
+        _maybe_retrain(project, options, champion, tasks, report, hook)
     report.champion_after = str(mlflow_registry.resolve(options.model_name, mlflow_registry.CHAMPION))
 
-    # 6: the round's record
-    mlflow_rounds.log_metrics(run_id, {k: v for k, v in counts.items() if isinstance(v, (int, float))})
-    final_tasks = project.tasks.read(progress=False)
-    mlflow_rounds.set_tags(run_id, {
-        "alloop.champion_after": report.champion_after,
-        "alloop.fingerprint": fingerprint(report.champion_after, final_tasks, project.bot_id,
-                                          effective_policy(options, project.key))})
-    mlflow_rounds.log_json(run_id, {"counts": counts, "messages": report.messages}, "round.json")
-    mlflow_rounds.finish(run_id)
+    # 6: the round's record. The fingerprint is of the state the round started from: a person who
+    # labels while it runs makes the next `alloop sync` a new round.
+    with timings("record"):
+        ending = state_now if report.champion_after == champion.version else \
+            fingerprint(report.champion_after, project.tasks.read(progress=False), project.bot_id, policy)
+        mlflow_rounds.log_metrics(run_id, {**{k: v for k, v in counts.items() if isinstance(v, (int, float))},
+                                           **{f"seconds.{k}": v for k, v in timings.items()}})
+        mlflow_rounds.set_tags(run_id, {"alloop.champion_after": report.champion_after, "alloop.fingerprint": ending})
+        mlflow_rounds.log_json(run_id, {"counts": counts, "messages": report.messages,
+                                        "seconds": dict(timings)}, "round.json")
+        mlflow_rounds.finish(run_id)
     hook("complete", {})
     return report
 
@@ -475,8 +523,10 @@ def _apply_auto_labels(project: LoopProject, tasks: list[Task], auto_labels: lis
                 skipped += 1  # annotated meanwhile (by a person, or by this round before a restart), or gone
                 continue
             result = prediction_result(project.target, champion.choice_of[item.label], item.confidence, version)
-            project.tasks.add_annotation(item.task_id, result["result"], completed_by=project.bot_id,
-                                         parent_prediction=prediction.id)
+            annotation_id = project.tasks.add_annotation(item.task_id, result["result"], completed_by=project.bot_id,
+                                                         parent_prediction=prediction.id)
+            task.annotations.append(Annotation(annotation_id, task.id, project.bot_id, (champion.choice_of[item.label],),
+                                               False, prediction.id, _now_iso(), result["result"]))
             made += 1
             hook("auto_label", {"task": item.task_id, "made": made})
     return made, skipped
@@ -495,7 +545,7 @@ def _apply_review_queue(project: LoopProject, tasks: list[Task], review: list[Re
     return changed
 
 
-def _log_plan_files(run_id: str, plan: RoundPlan, open_tasks, embeddings, round_number: int) -> None:
+def _log_plan_files(run_id: str, plan: RoundPlan, embeddings, round_number: int) -> None:
     from mlproject.loop.plots import plot_round_clusters
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -655,6 +705,7 @@ def revoke_contradicted(project: LoopProject, champion: Champion, tasks: list[Ta
         if now is not None and now != before and confidence >= policy.tau_for(now):
             for annotation in machine:
                 project.tasks.delete_annotation(annotation.id)
+            task.annotations = [a for a in task.annotations if a not in machine]
             project.tasks.set_data_fields(task, {REVOKED_KEY: f"round {report.round}: auto-label {before!r} "
                                                  f"contradicted by {champion.version} ({now!r}, {confidence:.3f})"})
             revoked += 1
@@ -662,6 +713,12 @@ def revoke_contradicted(project: LoopProject, champion: Champion, tasks: list[Ta
     if revoked:
         report.say(f"{revoked} auto-label(s) that {champion.version} confidently contradicts went back to review")
     return revoked
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _iso(millis: int) -> str:
