@@ -37,6 +37,8 @@ class SimulationConfig:
     max_human: int | None = None  # stop after this many human labels (None: the whole pool)
     test_fraction: float = 0.2
     split_seed: int = 0
+    log_features: bool = False  # fast variant input: log(1 + features) first (ReLU statistics are skewed)
+    pca_dims: int = 0  # fast variant input: standardised, whitened PCA to this many dims (0: the features as they are)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def __post_init__(self):
@@ -47,6 +49,8 @@ class SimulationConfig:
             raise ValueError("at least one seed is needed")
         if self.budget < 1 or self.initial_labels < 2:
             raise ValueError(f"budget must be >= 1 and initial_labels >= 2, got {self.budget}, {self.initial_labels}")
+        if self.pca_dims < 0:
+            raise ValueError(f"pca_dims must be >= 0 (0 = no PCA), got {self.pca_dims}")
 
 
 Fit = Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray], np.ndarray]]
@@ -82,10 +86,52 @@ def fixed_test_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return np.sort(pool), np.sort(test)
 
 
+def fast_variant_input(features: np.ndarray, *, log_features: bool = False, pca_dims: int = 0,
+                       seed: int = 0) -> np.ndarray:
+    """What the fast variant (and the policy's clustering) sees: the backbone features, optionally
+    ``log(1 + x)``-compressed and reduced to ``pca_dims`` whitened principal components.
+
+    The PCA is fitted once on every image's features (unsupervised: no label is used), as a loop
+    would on its whole task pool. With a few dozen labels, a linear SVM on thousands of skewed ReLU
+    statistics overfits; on a few dozen whitened components it ranks far better (see
+    benchmarks/RESULTS.md, issue 4).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(features, dtype=np.float64)
+    if log_features:
+        x = np.log1p(np.maximum(x, 0.0))
+    if pca_dims and pca_dims < min(x.shape):
+        x = PCA(n_components=pca_dims, whiten=True, random_state=seed).fit_transform(StandardScaler().fit_transform(x))
+    return x
+
+
+def clustering_embeddings(features: np.ndarray, *, max_dims: int = 50, seed: int = 0) -> np.ndarray:
+    """The embeddings the policy clusters, reduced once for the whole simulation.
+
+    The same transformation :func:`~mlproject.loop.policy.cluster_embeddings` applies each round (rows
+    L2-normalised, then PCA to ``max_dims``), but with the PCA fitted once on every image instead of
+    on each round's open tasks: unsupervised, so no label leaks, and it takes the per-round PCA of
+    thousands of backbone features out of the loop (plan_round then finds ``max_dims`` columns and
+    only clusters).
+    """
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norms > 0, norms, 1.0)
+    dims = min(max_dims, x.shape[1], len(x))
+    if dims >= x.shape[1]:
+        return x
+    return PCA(n_components=dims, random_state=seed, svd_solver="full").fit_transform(x)
+
+
 def run_one(features: np.ndarray, labels: np.ndarray, pool: np.ndarray, test: np.ndarray, class_names,
             strategy: str, auto_label: bool, seed: int, config: SimulationConfig,
-            fit: Fit = fit_fast_variant) -> list[dict]:
-    """One learning curve: a row per round."""
+            fit: Fit = fit_fast_variant, embeddings: np.ndarray | None = None) -> list[dict]:
+    """One learning curve: a row per round. ``embeddings``: what the policy clusters (default: ``features``)."""
+    embeddings = features if embeddings is None else embeddings
     rng = np.random.default_rng(seed)
     human = _initial_batch(pool, labels, config.initial_labels, rng)
     auto: dict[int, int] = {}  # index -> auto label
@@ -100,15 +146,18 @@ def run_one(features: np.ndarray, labels: np.ndarray, pool: np.ndarray, test: np
         prevalence = float(np.mean(train_y))
         accuracy = balanced_accuracy_at_prevalence(labels[test], predict(features[test]), prevalence)
         correct = sum(int(labels[i] == v) for i, v in auto.items())
+        auto_positive = [i for i, v in auto.items() if v == 1]
         rows.append({"strategy": strategy, "auto_labels": auto_label, "seed": seed, "round": round_number,
-                     "n_human": len(human), "n_auto": len(auto), "auto_correct": correct,
+                     "n_human": len(human), "n_human_positive": int(labels[human].sum()),
+                     "n_auto": len(auto), "auto_correct": correct,
+                     "n_auto_positive": len(auto_positive), "auto_positive_correct": int(labels[auto_positive].sum()),
                      "balanced_accuracy": accuracy})
         labelled = set(human) | set(auto)
         open_idx = np.array([i for i in pool if i not in labelled], dtype=int)
         if len(human) >= max_human or len(open_idx) == 0:
             return rows
         probs = probabilities_from_p_defect(predict(features[open_idx]), class_names)
-        plan = plan_round(open_idx, probs, features[open_idx], class_names, policy)
+        plan = plan_round(open_idx, probs, embeddings[open_idx], class_names, policy)
         room = max_human - len(human)
         human.extend(item.task_id for item in plan.review[:room])  # the oracle answers the queue
         for item in plan.auto_labels:
@@ -133,11 +182,15 @@ def simulate(features: np.ndarray, labels: Sequence[int], class_names: Sequence[
     labels = np.asarray(labels, dtype=int)
     class_names = list(class_names)
     pool, test = fixed_test_split(labels, config.test_fraction, config.split_seed)
+    features = fast_variant_input(features, log_features=config.log_features, pca_dims=config.pca_dims,
+                                  seed=config.split_seed)
     full = full_label_accuracy(features, labels, pool, test, config.seeds, fit)
+    embeddings = clustering_embeddings(features, seed=config.split_seed)
     runs = [(s, a, seed) for s in config.strategies for a in config.auto_label_modes for seed in config.seeds]
     rows = []
     for strategy, auto, seed in tqdm(runs, desc="simulating", unit="curve", disable=not progress):
-        rows.extend(run_one(features, labels, pool, test, class_names, strategy, auto, seed, config, fit))
+        rows.extend(run_one(features, labels, pool, test, class_names, strategy, auto, seed, config, fit,
+                            embeddings))
     sizes = {"pool": int(len(pool)), "test": int(len(test)), "pool_positive": int(labels[pool].sum()),
              "test_positive": int(labels[test].sum())}
     return pd.DataFrame(rows), full, sizes

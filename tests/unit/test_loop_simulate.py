@@ -79,3 +79,38 @@ def test_bad_configs_are_refused():
         SimulationConfig(strategies=("smart",))
     with pytest.raises(ValueError, match="seed"):
         SimulationConfig(seeds=())
+
+
+def test_fast_variant_input_and_clustering_embeddings():
+    from mlproject.loop.simulate import clustering_embeddings, fast_variant_input
+
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(60, 40))) * np.linspace(1, 100, 40)  # skewed, non-negative, like ReLU statistics
+    assert np.allclose(fast_variant_input(x), x)  # nothing asked: unchanged
+    assert np.allclose(fast_variant_input(x, log_features=True), np.log1p(x))
+    reduced = fast_variant_input(x, log_features=True, pca_dims=5)
+    assert reduced.shape == (60, 5)
+    assert np.allclose(reduced.std(axis=0), 1.0, atol=0.05)  # whitened components
+    assert np.allclose(reduced, fast_variant_input(x, log_features=True, pca_dims=5))  # deterministic
+    assert fast_variant_input(x, pca_dims=100).shape == x.shape  # more dims than there are: no PCA
+    emb = clustering_embeddings(x, max_dims=8)
+    assert emb.shape == (60, 8)
+    assert clustering_embeddings(x[:, :6], max_dims=8).shape == (60, 6)  # already small: only normalised
+    assert np.allclose(np.linalg.norm(clustering_embeddings(x[:, :6]), axis=1), 1.0)
+    with pytest.raises(ValueError, match="pca_dims"):
+        SimulationConfig(pca_dims=-1)
+
+
+def test_curves_count_the_defects_people_found_and_the_auto_labels_by_class():
+    x, y = separable_features()
+    config = SimulationConfig(strategies=("least_confidence",), seeds=(0,), initial_labels=6, budget=8, max_human=40,
+                              pca_dims=4, policy=PolicyConfig(tau=0.9, cluster_confidence=0.5, cluster_agreement=0.5))
+    curves, _, _ = simulate(x, y, ["ok", "defect"], config, progress=False)
+    assert (curves["n_human_positive"] <= curves["n_human"]).all()
+    assert (curves["n_human_positive"] >= 2).all()  # the initial batch holds both classes
+    auto = curves[curves["auto_labels"]]
+    assert auto["n_auto"].max() > 0
+    assert (auto["n_auto_positive"] <= auto["n_auto"]).all()
+    assert (auto["auto_positive_correct"] <= auto["n_auto_positive"]).all()
+    assert (auto["auto_correct"] <= auto["n_auto"]).all()
+    assert config_params(config)["pca_dims"] == 4
