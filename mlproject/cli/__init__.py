@@ -9,5 +9,6 @@
 from mlproject.cli._app import app
 from mlproject.cli import project  # noqa: F401,E402  (registers commands)
 from mlproject.cli import loop  # noqa: F401,E402
+from mlproject.cli import simulate  # noqa: F401,E402  (registers commands)
 
 __all__ = ["app"]
