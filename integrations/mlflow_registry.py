@@ -97,9 +97,7 @@ def load_pyfunc(ref: VersionRef):
 
 def find_version(name: str, tags: dict[str, str]) -> VersionRef | None:
     """The newest version of ``name`` carrying all of ``tags`` (e.g. the one a resumed round trained)."""
-    escaped = name.replace("'", "\\'")
-    versions = MlflowClient().search_model_versions(f"name='{escaped}'")
-    matching = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
+    matching = [v for v in all_versions(name) if all(v.tags.get(k) == str(val) for k, val in tags.items())]
     if not matching:
         return None
     return VersionRef(name, str(max(int(v.version) for v in matching)))
@@ -114,3 +112,14 @@ def training_params(ref: VersionRef) -> dict[str, str]:
         return dict(MlflowClient().get_run(run_id).data.params)
     except MlflowException:
         return {}
+
+
+def versions_tag_values(name: str, key: str) -> list[str]:
+    """The values of tag ``key`` over all versions of ``name`` that carry it."""
+    return [v.tags[key] for v in all_versions(name) if key in v.tags]
+
+
+def all_versions(name: str) -> list:
+    """Every version of registered model ``name`` (MLflow ModelVersion objects)."""
+    escaped = name.replace("'", "\\'")
+    return list(MlflowClient().search_model_versions(f"name='{escaped}'"))

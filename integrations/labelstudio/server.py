@@ -279,8 +279,11 @@ def _signal(pid: int, sig: int, *, group: bool) -> None:
         pass  # exited meanwhile
 
 
-def _terminate(pid: int, grace: float = STOP_GRACE_SECONDS) -> str:
-    """SIGTERM the server's process group, SIGKILL it after `grace` seconds. Says what happened."""
+def terminate(pid: int, grace: float = STOP_GRACE_SECONDS) -> str:
+    """SIGTERM a server's process group, SIGKILL it after `grace` seconds. Says what happened.
+
+    Also used for the other servers alloop starts in their own session (the demo's backend and UI).
+    """
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
@@ -634,7 +637,7 @@ def stop(settings_path: Optional[Path] = None) -> str:
     elif not is_server_process(saved.pid):
         message = f"Label Studio (pid {saved.pid}) is not running any more"
     else:
-        message = f"Label Studio (pid {saved.pid}) {_terminate(saved.pid)}"
+        message = f"Label Studio (pid {saved.pid}) {terminate(saved.pid)}"
     if saved is not None and saved.pid:
         # Keep the rest: the token stays valid for the next start on the same data dir.
         saved.pid = None

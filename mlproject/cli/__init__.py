@@ -1,7 +1,8 @@
 """The ``alloop`` command line (Typer). Each module adds its commands to :data:`app`.
 
-* ``project``: ``init`` (the Label Studio project), ``predict``, ``serve`` and ``demo``
-* ``loop``: ``sync``, ``status``, ``audit`` (the labelling rounds)
+* ``project``: ``init`` (the Label Studio project) and ``serve`` (the ML backend)
+* ``loop``: ``sync``, ``status``, ``audit``, ``predict`` (the labelling rounds)
+* ``demo``: the whole story on synthetic data (the README's main job)
 * ``simulate``: ``simulate`` (the loop replayed offline with an oracle)
 * ``alloop labelstudio ...``: a local Label Studio server
 """
@@ -9,6 +10,7 @@
 from mlproject.cli._app import app
 from mlproject.cli import project  # noqa: F401,E402  (registers commands)
 from mlproject.cli import loop  # noqa: F401,E402
+from mlproject.cli import demo  # noqa: F401,E402
 from mlproject.cli import simulate  # noqa: F401,E402  (registers commands)
 
 __all__ = ["app"]

@@ -1,4 +1,4 @@
-"""``alloop init``, ``alloop demo``: the Label Studio project and the main job."""
+"""``alloop init`` and ``alloop serve``: the Label Studio project and the ML backend."""
 
 from __future__ import annotations
 
@@ -8,40 +8,6 @@ from pathlib import Path
 import typer
 
 from mlproject.cli._app import app, fail
-
-
-@app.command()
-def demo(
-    weights: str = typer.Option("hed", help="imagenet | hed | none | weights file"),
-    image_size: int = typer.Option(64, help="input size; small keeps the demo fast on a CPU"),
-    experiment: str = typer.Option("alloop-demo", help="MLflow experiment for the demo runs"),
-    model_name: str = typer.Option("alloop-demo-classifier", help="registered model name"),
-):
-    """Train and register all three VGG16 variants on the embedded SYNTHETIC data, then promote the best."""
-    from integrations import mlflow_registry
-    from integrations.mlflow_runs import run_entry_point
-
-    uri = mlflow_registry.configure_tracking()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    common = {"data": "synthetic", "weights": weights, "image_size": image_size, "registered_model_name": model_name}
-    plan = [
-        ("svm", {}),
-        ("frozen", {"epochs": 20}),
-        ("finetune", {"warmup_epochs": 5, "epochs": 10}),
-    ]
-    typer.secho("Training on SYNTHETIC DAGM-like textures (generated; not real inspection images).", fg="yellow")
-    for entry_point, extra in plan:
-        typer.secho(f"\n=== mlflow run . -e {entry_point} ===", bold=True)
-        run_entry_point(entry_point, {**common, **extra}, experiment=experiment)
-        typer.secho(f"\n=== mlflow run . -e promote (challenger from {entry_point}) ===", bold=True)
-        run_entry_point("promote", {"model_name": model_name, "eval_data": "synthetic"}, experiment=experiment)
-    champion = mlflow_registry.require(model_name, mlflow_registry.CHAMPION)
-    typer.secho(f"\nChampion: {champion}", fg="green", bold=True)
-    typer.echo(
-        f"Look at the runs: mlflow ui --backend-store-uri {uri} --port 5000  then open http://127.0.0.1:5000\n"
-        f"  experiment '{experiment}': params, per-epoch curves, evaluation/ artifacts (classification report,\n"
-        f"  confusion matrix, ROC/PR curves); Models -> {model_name}: versions with aliases champion/challenger."
-    )
 
 
 @app.command()

@@ -582,13 +582,16 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
     human = {t: lab for t, lab in labels.items() if lab.source == "human"}
     holdout = {t: lab for t, lab in human.items() if in_holdout(project.key, t, options.holdout_share)}
     train = {t: lab for t, lab in labels.items() if t not in holdout}
-    trained_on = int(float(mlflow_registry.version_tags(champion.ref).get("labels_by_source.human", 0) or 0))
+    # new since the last retrain (the newest version's human labels), so a rejected challenger is not
+    # retrained on the same labels round after round
+    trained_on = max([int(float(v)) for v in mlflow_registry.versions_tag_values(options.model_name,
+                                                                                 "labels_by_source.human")] or [0])
     new_human = sum(lab.source == "human" for lab in train.values()) - trained_on
     counts.update(human_labels=len(human), holdout_labels=len(holdout), train_labels=len(train),
                   auto_labels_total=sum(lab.source == "auto" for lab in labels.values()),
                   new_human_labels=max(new_human, 0), retrained=0, promoted=0)
     if not options.force_retrain and new_human < options.retrain_after:
-        report.say(f"{max(new_human, 0)} new human label(s) since {champion.version} was trained; "
+        report.say(f"{max(new_human, 0)} new human label(s) since the last model was trained; "
                    f"retraining after {options.retrain_after} (or pass --retrain)")
         return
     by_class = {c: sum(lab.label == c for lab in train.values()) for c in champion.class_names}
