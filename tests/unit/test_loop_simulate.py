@@ -114,3 +114,22 @@ def test_curves_count_the_defects_people_found_and_the_auto_labels_by_class():
     assert (auto["auto_positive_correct"] <= auto["n_auto_positive"]).all()
     assert (auto["auto_correct"] <= auto["n_auto"]).all()
     assert config_params(config)["pca_dims"] == 4
+
+
+def test_each_round_trains_on_the_labelled_set_in_a_fixed_order():
+    """A curve that ends with every pool label ends at the full-label accuracy of the same seed."""
+    x, y = separable_features(n=120, seed=2)
+    seen = []
+
+    def fit(features, labels, seed):
+        seen.append(features.copy())
+        from mlproject.loop.simulate import fit_fast_variant
+        return fit_fast_variant(features, labels, seed)
+
+    config = SimulationConfig(strategies=("margin",), auto_label_modes=(False,), seeds=(0,), initial_labels=6,
+                              budget=30, policy=PolicyConfig(tau=0.95))
+    curves, full, sizes = simulate(x, y, ["ok", "defect"], config, progress=False, fit=fit)
+    last = curves.sort_values("round").iloc[-1]
+    assert last["n_human"] == sizes["pool"]
+    assert np.array_equal(seen[0], seen[-1])  # the full-label fit and the last round see the same rows, same order
+    assert last["balanced_accuracy"] == pytest.approx(full)
