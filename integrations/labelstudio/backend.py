@@ -12,7 +12,7 @@ Settings come from flags, else environment variables: ``ALLOOP_MODEL_NAME``, ``M
 
 Endpoints (the protocol Label Studio 1.23 speaks): ``GET /health``, ``POST /setup``,
 ``POST /predict``, ``POST /webhook``, ``GET /versions``. The model is ``models:/NAME@champion``:
-the alias is re-read at startup, on ``/setup`` and at the first request after ``refresh_seconds``;
+the alias is re-read at startup, on ``/setup`` and every ``refresh_seconds``;
 a new version is loaded only when the alias moved, and swapped in atomically (requests already
 running finish on the model they started with).
 """
@@ -178,8 +178,10 @@ class ChampionHolder:
 
     def __init__(self, model_name: str, refresh_seconds: float = 30.0, *,
                  resolver: Callable[[str], Any] | None = None, loader: Callable[[Any], Champion] | None = None,
-                 clock: Callable[[], float] = time.monotonic, tracking_uri: str | None = None):
+                 clock: Callable[[], float] = time.monotonic, tracking_uri: str | None = None,
+                 on_change: Callable[[Champion], None] | None = None):
         self.model_name = model_name
+        self.on_change = on_change  # called (in its own thread) after a new champion is swapped in
         self.refresh_seconds = max(0.0, float(refresh_seconds))
         self._resolver = resolver or resolve_champion
         self._loader = loader or load_champion
@@ -277,6 +279,8 @@ class ChampionHolder:
         self._message = f"serving {champion.version}"
         self._checked_at = self._clock()
         logger.info("champion is now %s (loaded in %.1f s)", champion.version, time.monotonic() - started)
+        if self.on_change is not None:
+            threading.Thread(target=self.on_change, args=(champion,), name="champion-follow", daemon=True).start()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,13 +408,84 @@ def list_versions(name: str) -> list[str]:
     return [f"{name}/{v}" for v in sorted((int(v.version) for v in versions))]
 
 
+class ProjectFollower:
+    """Keeps each calling project's ``model_version`` equal to the champion's after a swap.
+
+    Label Studio's data manager scores tasks by the predictions of the project's model_version, and
+    accepts only a version it has seen from a connected backend: listing the project's backends makes
+    it call our ``/setup`` (which answers the new version) before the project is updated.
+    Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY; without them it says what to run instead.
+    """
+
+    def __init__(self, settings: BackendSettings, projects: set[int]):
+        self.settings, self.projects = settings, projects
+        self._client = None
+
+    def saw(self, project) -> None:
+        """``project`` as Label Studio sends it: ``"<id>.<created timestamp>"``, or an id."""
+        head = str(project or "").split(".", 1)[0]
+        if head.isdigit():
+            self.projects.add(int(head))
+
+    def __call__(self, champion: Champion) -> None:
+        if not self.projects:
+            return
+        if not (self.settings.label_studio_url and self.settings.label_studio_api_key):
+            logger.warning("projects %s keep their model_version: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                           "for the backend, or run `alloop predict`", sorted(self.projects))
+            return
+        from integrations.labelstudio.project import set_model_version
+
+        for project_id in sorted(self.projects):
+            try:
+                if self._client is None:
+                    from label_studio_sdk.client import LabelStudio
+
+                    self._client = LabelStudio(base_url=self.settings.label_studio_url,
+                                               api_key=self.settings.label_studio_api_key)
+                self._client.ml.list(project=project_id)  # Label Studio re-reads our /setup
+                state = set_model_version(self._client, project_id, champion.version)
+                if state == "pending":
+                    # Label Studio accepts a version only once a prediction of it exists: ask for one
+                    # (it calls our /predict), then set it. The other tasks get theirs when opened, or
+                    # all at once from `alloop predict`.
+                    first = next(iter(self._client.tasks.list(project=project_id, page_size=1,
+                                                              fields="task_only")), None)
+                    if first is not None:
+                        self._client.actions.create(id="retrieve_tasks_predictions", project=project_id,
+                                                    selected_items={"all": False, "included": [first.id]})
+                        state = set_model_version(self._client, project_id, champion.version)
+                logger.info("project %s: model_version %s (%s)", project_id, champion.version, state)
+            except Exception as exc:  # noqa: BLE001 — never let this take the backend down
+                logger.error("project %s: could not set model_version %s: %s: %s", project_id, champion.version,
+                             exc.__class__.__name__, str(exc)[:200])
+
+
+def watch_champion(holder: ChampionHolder, stop: threading.Event | None = None) -> threading.Thread:
+    """Re-read the alias every ``refresh_seconds`` even when no request comes (a daemon thread)."""
+    stop = stop or threading.Event()
+
+    def loop():
+        while not stop.wait(max(holder.refresh_seconds, 0.5)):
+            holder.start_refresh()
+
+    thread = threading.Thread(target=loop, name="champion-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def create_app(settings: BackendSettings, *, holder: ChampionHolder | None = None,
                fetcher: ImageFetcher | None = None, load_now: bool = True) -> FastAPI:
-    """The backend app; ``holder``/``fetcher`` can be injected (tests). Reads the champion now unless told not to."""
+    """The backend app; ``holder``/``fetcher`` can be injected (tests). Reads the champion now unless told not to.
+
+    The server (``main``) also runs :func:`watch_champion`, so a promotion is picked up without traffic.
+    """
     if not settings.model_name:
         raise ValueError("no model name: pass --model-name or set ALLOOP_MODEL_NAME")
+    projects: set[int] = set()  # Label Studio projects that called us (from /setup and /predict)
+    follower = ProjectFollower(settings, projects)
     holder = holder or ChampionHolder(settings.model_name, settings.refresh_seconds,
-                                      tracking_uri=settings.tracking_uri)
+                                      tracking_uri=settings.tracking_uri, on_change=follower)
     fetcher = fetcher or ImageFetcher(settings.document_root, settings.label_studio_url,
                                       settings.label_studio_api_key, settings.allowed_roots,
                                       allow_external=settings.allow_external_urls)
@@ -469,6 +544,7 @@ def create_app(settings: BackendSettings, *, holder: ChampionHolder | None = Non
                 return JSONResponse({"error": f"alloop backend: {exc}", "model_version": version}, status_code=422)
             if project:
                 schemas[project] = str(schema)
+        follower.saw(project)
         logger.info("setup: project %s -> model_version %s", project or "?", version)
         return {"model_version": version}
 
@@ -478,6 +554,7 @@ def create_app(settings: BackendSettings, *, holder: ChampionHolder | None = Non
         if not isinstance(tasks, list):
             return JSONResponse({"error": "'tasks' must be a list"}, status_code=400)
         label_config = body.get("label_config") or schemas.get(str(body.get("project") or ""))
+        follower.saw(body.get("project"))
         champion = holder.current()  # waits for a due refresh or a load /setup started
         results = predict_tasks(tasks, label_config, champion, fetcher, settings, holder.message)
         return {"results": results}
@@ -555,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("error: set both ALLOOP_BACKEND_BASIC_AUTH_USER and ALLOOP_BACKEND_BASIC_AUTH_PASSWORD")
     logger.info("alloop backend: %s", settings)  # secrets are repr=False
     app = create_app(settings)
+    watch_champion(app.state.holder)
     champion = app.state.holder.snapshot()
     logger.info("serving %s on http://%s:%d (%s)", champion.version if champion else "no champion yet",
                 args.host, args.port, app.state.holder.message)

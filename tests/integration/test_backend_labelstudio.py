@@ -69,3 +69,21 @@ def test_label_studio_gets_the_champions_predictions(labelstudio, tmp_path, synt
                 assert value["value"]["choices"][0] in ("Normal", "Defective")
                 assert 0.5 <= prediction.score <= 1.0
             assert labelstudio.api_key not in log and AUTH[1] not in log
+
+            # A new champion is registered and promoted: the backend swaps it in, the project's
+            # model_version follows, and the next predictions carry the new version.
+            ls.projects.update(id=project.id, model_version=str(champion))
+            new = register_tiny(tmp_path, synthetic_data, "ls-backend-model", threshold=0.0)
+            deadline = time.monotonic() + 120
+            while ls.projects.get(id=project.id).model_version != str(new) and time.monotonic() < deadline:
+                time.sleep(1)
+            assert ls.projects.get(id=project.id).model_version == str(new), backend.log_text()[-3000:]
+            ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                              selected_items={"all": True, "excluded": []})
+            deadline = time.monotonic() + 120
+            while (len([p for p in ls.predictions.list(project=project.id) if p.model_version == str(new)]) < 2
+                   and time.monotonic() < deadline):
+                time.sleep(1)
+            fresh = [p for p in ls.predictions.list(project=project.id) if p.model_version == str(new)]
+            assert sorted(p.task for p in fresh) == sorted(t.id for t in tasks), backend.log_text()[-3000:]
+            assert all(p.result[0]["value"]["choices"] == ["Defective"] for p in fresh)  # threshold 0: all defects
