@@ -28,7 +28,6 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
@@ -36,7 +35,7 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from integrations.labelstudio.images import ImageFetcher, ImageFetchError
+from integrations.labelstudio.images import ImageFetcher, fetch_all
 from integrations.labelstudio.label_config import (
     ChoicesTarget,
     LabelConfigError,
@@ -52,7 +51,6 @@ MODEL_CLASS = "alloop"
 NO_CHAMPION = "no-champion"
 DEFAULT_CLASS_NAMES = ("ok", "defect")
 SETUP_WAIT_SECONDS = 2.0  # Label Studio gives /setup 3 s
-FETCH_THREADS = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,23 +316,10 @@ def predict_tasks(tasks: list, label_config: str | None, champion: Champion | No
                      len(tasks), exc)
         return results
 
-    def fetch(index_task):
-        index, task = index_task
-        data = task.get("data") if isinstance(task, dict) else None
-        url = (data or {}).get(target.image_value_key)
-        if not url:
-            return index, None, f"task data has no {target.image_value_key!r} field"
-        try:
-            return index, fetcher.fetch(str(url)), None
-        except ImageFetchError as exc:
-            return index, None, str(exc)
-        except Exception as exc:  # never let one task break the batch
-            return index, None, f"{exc.__class__.__name__}: {str(exc)[:200]}"
-
-    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(tasks))) as pool:
-        fetched = list(pool.map(fetch, enumerate(tasks)))
+    urls = [((task.get("data") if isinstance(task, dict) else None) or {}).get(target.image_value_key)
+            for task in tasks]
     good = []
-    for index, content, error in fetched:
+    for index, (content, error) in enumerate(fetch_all(fetcher, urls)):
         if error:
             logger.error("predict: task %s: image not read: %s", _task_id(tasks[index]), error)
         else:

@@ -18,6 +18,7 @@ The API key never appears in messages or logs.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -25,6 +26,7 @@ import requests
 
 LOCAL_FILES_PREFIX = "/data/local-files"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+FETCH_THREADS = 4  # disk and HTTP reads overlap; decoding happens later, in the model
 
 
 class ImageFetchError(RuntimeError):
@@ -199,3 +201,25 @@ class ImageFetcher:
             raise ImageFetchError(f"could not get a Label Studio access token ({exc.__class__.__name__}); "
                                   "check LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY") from None
         return {k: v for k, v in headers.items() if k.lower() == "authorization"}
+
+
+def fetch_all(fetcher: "ImageFetcher", urls: list, *, threads: int = FETCH_THREADS) -> list[tuple[bytes | None, str | None]]:
+    """``(content, None)`` or ``(None, why)`` per URL, in order, read in parallel.
+
+    One unreadable image never stops the others: every failure becomes that URL's error message.
+    """
+
+    def one(url):
+        if not url:
+            return None, "the task has no image URL"
+        try:
+            return fetcher.fetch(str(url)), None
+        except ImageFetchError as exc:
+            return None, str(exc)
+        except Exception as exc:  # noqa: BLE001 — a failure belongs to its task, not to the batch
+            return None, f"{exc.__class__.__name__}: {str(exc)[:200]}"
+
+    if not urls:
+        return []
+    with ThreadPoolExecutor(max_workers=min(threads, len(urls))) as pool:
+        return list(pool.map(one, urls))
