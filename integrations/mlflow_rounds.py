@@ -16,13 +16,10 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from integrations.mlflow_runs import experiment_id
+
 ROUNDS_EXPERIMENT = "alloop-rounds"
 STATES = ("started", "planned", "applied", "trained", "complete")
-
-
-def _experiment_id(client: MlflowClient, name: str = ROUNDS_EXPERIMENT) -> str:
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
 def _escape(value: str) -> str:
@@ -32,7 +29,7 @@ def _escape(value: str) -> str:
 def round_runs(project_key: str, experiment: str = ROUNDS_EXPERIMENT) -> list[Run]:
     """Every round run of a project, oldest round first."""
     client = MlflowClient()
-    runs = client.search_runs([_experiment_id(client, experiment)],
+    runs = client.search_runs([experiment_id(experiment)],
                               filter_string=f"tags.`alloop.project` = '{_escape(project_key)}'",
                               max_results=5000)
     return sorted(runs, key=lambda r: (int(r.data.tags.get("alloop.round", 0)), r.info.start_time))
@@ -53,7 +50,7 @@ def open_or_new_round(project_key: str, experiment: str = ROUNDS_EXPERIMENT) -> 
     if runs and state_of(runs[-1]) != "complete":
         return runs[-1], True
     number = round_number(runs[-1]) + 1 if runs else 1
-    run = client.create_run(_experiment_id(client, experiment), run_name=f"round-{number}",
+    run = client.create_run(experiment_id(experiment), run_name=f"round-{number}",
                             tags={"alloop.project": project_key, "alloop.round": str(number), "alloop.state": "started"})
     return client.get_run(run.info.run_id), False
 
@@ -115,19 +112,19 @@ def finish(run_id: str) -> None:
 def get_setting(project_key: str, name: str, experiment: str = ROUNDS_EXPERIMENT) -> str | None:
     """A per-project loop setting kept on the rounds experiment (e.g. the tau an audit raised)."""
     client = MlflowClient()
-    tags = client.get_experiment(_experiment_id(client, experiment)).tags
+    tags = client.get_experiment(experiment_id(experiment)).tags
     return tags.get(f"alloop.{name}:{project_key}")
 
 
 def set_setting(project_key: str, name: str, value, experiment: str = ROUNDS_EXPERIMENT) -> None:
     client = MlflowClient()
-    client.set_experiment_tag(_experiment_id(client, experiment), f"alloop.{name}:{project_key}", str(value))
+    client.set_experiment_tag(experiment_id(experiment), f"alloop.{name}:{project_key}", str(value))
 
 
 def log_audit(project_key: str, metrics: dict, record: dict, experiment: str = ROUNDS_EXPERIMENT) -> str:
     """An audit as its own finished run (not a round: it carries no ``alloop.project`` tag)."""
     client = MlflowClient()
-    run = client.create_run(_experiment_id(client, experiment), run_name="audit",
+    run = client.create_run(experiment_id(experiment), run_name="audit",
                             tags={"alloop.audit_project": project_key})
     log_metrics(run.info.run_id, metrics)
     log_json(run.info.run_id, record, "audit.json")

@@ -9,6 +9,19 @@ from pathlib import Path
 import mlflow
 
 
+def experiment_id(name: str) -> str:
+    """The id of experiment ``name``, created if missing.
+
+    Use it instead of ``mlflow.set_experiment``, which also exports ``MLFLOW_EXPERIMENT_ID`` into the
+    process environment, where it leaks into every later run and child ``mlflow run`` of the process.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
 def log_params(params: dict) -> None:
     """Log params not yet on the run.
 
@@ -55,9 +68,19 @@ def run_entry_point(entry_point: str, parameters: dict, *, experiment: str) -> s
     ``env_manager="local"``: the caller already runs inside the project's environment (a child
     ``mlflow run`` would otherwise try to build one with conda or pyenv).
     """
-    submitted = mlflow.projects.run(str(PROJECT_DIR), entry_point=entry_point, parameters=parameters,
-                                    env_manager="local", experiment_name=experiment, synchronous=True)
+    from mlflow.exceptions import ExecutionException
+
+    try:
+        submitted = mlflow.projects.run(str(PROJECT_DIR), entry_point=entry_point, parameters=parameters,
+                                        env_manager="local", experiment_name=experiment, synchronous=True)
+    except ExecutionException as exc:
+        raise EntryPointError(f"`mlflow run . -e {entry_point}` failed in experiment {experiment!r}: {exc} "
+                              "(its output above says why)") from exc
     return submitted.run_id
+
+
+class EntryPointError(RuntimeError):
+    """An entry point run by :func:`run_entry_point` exited with an error."""
 
 
 def entry_point_parameters(entry_point: str) -> list[str]:

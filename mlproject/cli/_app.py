@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import typer
+
+# TensorFlow's start-up chatter and MLflow's advice to model authors say nothing a user can act on.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", message=r".*(type hints|input example|input_example).*", category=UserWarning)
 
 from integrations.labelstudio.server import app as labelstudio_app
 

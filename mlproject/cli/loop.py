@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import typer
 
 from mlproject.cli._app import app, fail
+from mlproject.cli._policy import (
+    CLASS_TAU,
+    CLUSTER_AGREEMENT,
+    CLUSTER_CONFIDENCE,
+    CLUSTERS,
+    DIVERSITY,
+    DIVERSITY_POOL,
+    MAX_AUTO,
+    TAU,
+    policy_config,
+)
 
 DEFAULT_PROJECT = "alloop defect inspection"  # alloop init's default title
 
@@ -21,13 +31,6 @@ def _key_values(items: list[str], what: str) -> dict[str, str]:
         key, value = item.split("=", 1)
         values[key.strip()] = value.strip()
     return values
-
-
-def _floats(items: list[str], what: str) -> dict[str, float]:
-    try:
-        return {k: float(v) for k, v in _key_values(items, what).items()}
-    except ValueError:
-        fail(f"{what} values must be numbers, got {items}")
 
 
 def _state_dir(value: Path | None) -> Path:
@@ -72,15 +75,16 @@ STATE = typer.Option(None, "--state-dir", envvar="ALLOOP_STATE_DIR", help="cache
 def sync(
     project: str = PROJECT,
     model_name: str = MODEL,
-    tau: float = typer.Option(0.95, help="own confidence needed for an auto-label"),
-    class_tau: list[str] = typer.Option([], "--class-tau", help="per-class tau, e.g. defect=0.99 (repeatable)"),
-    cluster_confidence: float = typer.Option(0.9, help="mean confidence a cluster needs for auto-labels"),
-    cluster_agreement: float = typer.Option(0.9, help="share of a cluster agreeing with its majority class"),
-    clusters: int = typer.Option(0, help="k for k-means (0: about sqrt(open tasks / 2))"),
-    max_auto_per_class: int = typer.Option(100, help="auto-labels per class per round at most"),
+    tau: float = TAU,
+    class_tau: str = CLASS_TAU,
+    cluster_confidence: float = CLUSTER_CONFIDENCE,
+    cluster_agreement: float = CLUSTER_AGREEMENT,
+    clusters: int = CLUSTERS,
+    max_auto_per_class: str = MAX_AUTO,
+    diversity: bool = DIVERSITY,
+    diversity_pool: int = DIVERSITY_POOL,
     strategy: str = typer.Option("margin", help="least_confidence | margin | entropy | cluster | random"),
     budget: int = typer.Option(20, help="tasks routed to people per round"),
-    diversity: bool = typer.Option(True, help="spread the review queue across clusters"),
     no_auto_labels: bool = typer.Option(False, "--no-auto-labels", help="route only; never auto-label"),
     retrain_after: int = typer.Option(50, help="retrain once this many new human labels exist"),
     retrain: bool = typer.Option(False, "--retrain", help="retrain this round whatever the count"),
@@ -99,16 +103,14 @@ def sync(
 ):
     """One round: predict, auto-label the sure, queue the unsure for people, retrain and promote when due."""
     from integrations.labelstudio.server import LabelStudioError
-    from mlproject.loop.policy import PolicyConfig
     from mlproject.loop.sync import SyncError, SyncOptions, run_round
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    policy = policy_config(tau=tau, class_tau=class_tau, cluster_confidence=cluster_confidence,
+                           cluster_agreement=cluster_agreement, clusters=clusters,
+                           max_auto_per_class=max_auto_per_class, diversity=diversity, diversity_pool=diversity_pool,
+                           auto_label=not no_auto_labels, strategy=strategy, human_budget=budget)
     try:
-        policy = PolicyConfig(tau=tau, class_tau=_floats(class_tau, "--class-tau"),
-                              cluster_confidence=cluster_confidence, cluster_agreement=cluster_agreement,
-                              n_clusters=clusters or None, max_auto_per_class=max_auto_per_class,
-                              auto_label=not no_auto_labels, strategy=strategy, human_budget=budget,
-                              diversity=diversity)
         options = SyncOptions(model_name=model_name, policy=policy, retrain_after=retrain_after,
                               force_retrain=retrain, force_round=force_round, holdout_share=holdout_share,
                               entry_point=entry_point, train_params=_key_values(train_param, "--train-param"),

@@ -25,6 +25,17 @@ import numpy as np
 import typer
 
 from mlproject.cli._app import app, fail
+from mlproject.cli._policy import (
+    CLASS_TAU,
+    CLUSTER_AGREEMENT,
+    CLUSTER_CONFIDENCE,
+    CLUSTERS,
+    DIVERSITY,
+    DIVERSITY_POOL,
+    MAX_AUTO,
+    TAU,
+    policy_config,
+)
 
 log = logging.getLogger("alloop.simulate")
 
@@ -193,32 +204,6 @@ def _seeds(value: str) -> tuple[int, ...]:
     return seeds
 
 
-def _per_class(value: str, what: str, cast, class_names) -> dict:
-    """``"defect=0.99,ok=0.95"`` -> {class: value}; names must be the dataset's classes."""
-    result = {}
-    for item in _names(value, what):
-        name, sep, number = item.partition("=")
-        name = name.strip()
-        if not sep or name not in class_names:
-            fail(f"--{what} takes CLASS=VALUE pairs with CLASS one of {', '.join(class_names)}; got {item!r}")
-        try:
-            result[name] = cast(number)
-        except ValueError:
-            fail(f"--{what}: {number!r} for class {name!r} is not a {cast.__name__}")
-    return result
-
-
-def _caps(value: str, class_names):
-    """``--max-auto-per-class 100`` (every class) or ``ok=100,defect=10``."""
-    try:
-        cap = int(value)
-    except ValueError:
-        return _per_class(value, "max-auto-per-class", int, class_names)
-    if cap < 0:
-        fail(f"--max-auto-per-class must be >= 0, got {cap}")
-    return cap
-
-
 AUTO_MODES = {"both": (False, True), "on": (True,), "off": (False,)}
 
 
@@ -247,14 +232,14 @@ def simulate(
     budget: int = typer.Option(10, help="human labels per round (the review queue the oracle answers)"),
     initial_labels: int = typer.Option(10, help="the first, random batch a person labels"),
     max_human: int = typer.Option(0, help="stop each curve after this many human labels (0: the whole pool)"),
-    tau: float = typer.Option(0.95, help="a task's own confidence needed for an auto-label"),
-    class_tau: str = typer.Option("", help="per-class tau, e.g. defect=0.99,ok=0.95"),
-    cluster_confidence: float = typer.Option(0.9, help="mean confidence a cluster needs for auto-labels"),
-    cluster_agreement: float = typer.Option(0.9, help="share of a cluster predicted as its majority class"),
-    n_clusters: int = typer.Option(0, help="k-means clusters per round (0: about sqrt(open tasks / 2))"),
-    max_auto_per_class: str = typer.Option("100", help="auto-labels per class and round: N or ok=N,defect=M"),
-    diversity: bool = typer.Option(True, help="spread each round's review queue across clusters"),
-    diversity_pool: int = typer.Option(3, help="diversity picks among budget x this most useful tasks"),
+    tau: float = TAU,
+    class_tau: str = CLASS_TAU,
+    cluster_confidence: float = CLUSTER_CONFIDENCE,
+    cluster_agreement: float = CLUSTER_AGREEMENT,
+    clusters: int = CLUSTERS,
+    max_auto_per_class: str = MAX_AUTO,
+    diversity: bool = DIVERSITY,
+    diversity_pool: int = DIVERSITY_POOL,
     test_fraction: float = typer.Option(0.2, help="fixed stratified test split the curves are measured on"),
     split_seed: int = typer.Option(0, help="seed of that split"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images",
@@ -277,7 +262,7 @@ def simulate(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from mlproject.data.decode import BadImageError
     from mlproject.data.loaders import DatasetError, load_dataset, manifest_hash
-    from mlproject.loop.policy import STRATEGIES, PolicyConfig
+    from mlproject.loop.policy import STRATEGIES
     from mlproject.loop.simulate import SimulationConfig
     from mlproject.models.backbone import WeightsUnavailableError
     from mlproject.models.layers import POOLINGS
@@ -304,12 +289,10 @@ def simulate(
         fail(f"--budget must be >= 1 human label per round, got {budget}")
     if initial_labels < 2:
         fail(f"--initial-labels must be >= 2 (the classifier needs both classes), got {initial_labels}")
-    if max_human < 0 or n_clusters < 0 or pca_dims < 0 or batch_size < 1:
-        fail("--max-human, --n-clusters and --pca-dims must be >= 0 (0 = off/automatic) and --batch-size >= 1")
-    for name, value in (("tau", tau), ("cluster-confidence", cluster_confidence),
-                        ("cluster-agreement", cluster_agreement)):
-        if not 0.0 <= value <= 1.0:
-            fail(f"--{name} must be between 0 and 1, got {value}")
+    if max_human < 0 or pca_dims < 0 or batch_size < 1:
+        fail("--max-human and --pca-dims must be >= 0 (0 = off) and --batch-size >= 1")
+    policy_config(tau=tau, class_tau="", cluster_confidence=cluster_confidence, cluster_agreement=cluster_agreement,
+                  clusters=clusters, max_auto_per_class="0", diversity=diversity, diversity_pool=diversity_pool)
 
     # The data.
     if data == "synthetic":
@@ -327,20 +310,17 @@ def simulate(
         fail(f"--data {data}: expected exactly two labels, one of them {positive_label!r} (--positive-label); "
              f"the data has {labels_found}")
     class_names = [next(label for label in labels_found if label != positive_label), positive_label]
-    per_class_tau = _per_class(class_tau, "class-tau", float, class_names) if class_tau.strip() else {}
-    for name, value in per_class_tau.items():
-        if not 0.0 <= value <= 1.0:
-            fail(f"--class-tau: {name}={value} must be between 0 and 1")
-    caps = _caps(max_auto_per_class, class_names)
+    policy = policy_config(tau=tau, class_tau=class_tau, cluster_confidence=cluster_confidence,
+                           cluster_agreement=cluster_agreement, clusters=clusters,
+                           max_auto_per_class=max_auto_per_class, diversity=diversity, diversity_pool=diversity_pool,
+                           class_names=class_names)
     digest = manifest_hash(records)
     try:
         config = SimulationConfig(
             strategies=strategy_names, auto_label_modes=AUTO_MODES[auto_labels], seeds=seed_list,
             initial_labels=initial_labels, budget=budget, max_human=max_human or None, test_fraction=test_fraction,
             split_seed=split_seed, log_features=log_features, pca_dims=pca_dims,
-            policy=PolicyConfig(tau=tau, class_tau=per_class_tau, cluster_confidence=cluster_confidence,
-                                cluster_agreement=cluster_agreement, n_clusters=n_clusters or None,
-                                max_auto_per_class=caps, diversity=diversity, diversity_pool=diversity_pool))
+            policy=policy)
     except ValueError as exc:
         fail(str(exc))
 
@@ -432,8 +412,7 @@ def _run_simulation(*, features, labels, class_names, feature_set, data, pattern
     from mlproject.models.backbone import describe_weights
 
     uri = mlflow_registry.configure_tracking()
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name, experiment_id=mlflow_runs.experiment_id(experiment)) as run:
         mlflow.set_tags({"kind": "simulation", "pattern": pattern, "manifest_hash": feature_set.info["manifest_hash"],
                          "synthetic_data": str("alloop-synthetic" in data)})
         weights = feature_set.info["weights"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from integrations.labelstudio.server import free_port
+from tests.integration.conftest import register_tiny
 
 pytestmark = pytest.mark.integration
 
@@ -28,38 +28,6 @@ START_TIMEOUT_S = 300
 
 
 # -- helpers (also used by test_backend_labelstudio.py) ---------------------------------------------
-
-
-def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5):
-    """Train a tiny svm model in-process (random weights, 32 px), register it and make it champion."""
-    import joblib
-    import mlflow
-
-    from integrations import mlflow_registry
-    from mlproject.models.variants import build_feature_extractor
-    from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
-    from mlproject.training import common
-    from mlproject.training.batches import predict_in_batches
-    from mlproject.training.svm_training import fit_svm
-
-    parser = argparse.ArgumentParser()
-    common.add_training_arguments(parser)
-    args = parser.parse_args(["--data", str(data), "--weights", "none", "--image-size", "32",
-                              "--registered-model-name", name])
-    prepared = common.prepare_data(args, 32)
-    extractor = build_feature_extractor("none", 32, pooling="avgmax")
-    pipeline = fit_svm(predict_in_batches(extractor, prepared.x["train"], progress=False), prepared.y["train"])
-    folder = store / f"model-{name}-{time.monotonic_ns()}"
-    folder.mkdir()
-    extractor.save(folder / "fx.keras")
-    joblib.dump(pipeline, folder / "svm.joblib")
-    config = model_config_dict(variant="svm", image_size=32, class_names=prepared.class_names,
-                               threshold=threshold, weights="none", model_version="")
-    with mlflow.start_run():
-        ref = common.register_model(DefectClassifierModel(), {"keras_model": str(folder / "fx.keras"),
-                                    "sklearn_model": str(folder / "svm.joblib")}, config, prepared, args, "svm")
-    mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
-    return ref
 
 
 @contextlib.contextmanager
