@@ -180,8 +180,11 @@ class ProjectTasks:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def add_predictions(self, predictions: list[dict], *, batch: int = 500) -> int:
-        """Predictions as dicts with ``task``, ``result``, ``score``, ``model_version``; bulk import."""
+    def add_predictions(self, predictions: list[dict], *, batch: int = 10_000) -> int:
+        """Predictions as dicts with ``task``, ``result``, ``score``, ``model_version``; bulk import.
+
+        Large batches: each import costs Label Studio 1.23 a fixed ~10 s on a 10,000-task project.
+        """
         for start in range(0, len(predictions), batch):
             self.client.projects.import_predictions(id=self.project_id, request=predictions[start : start + batch])
         return len(predictions)

@@ -26,8 +26,8 @@ import logging
 import re
 import tempfile
 import time
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from integrations import mlflow_registry, mlflow_rounds
-from integrations.labelstudio.images import ImageFetcher, ImageFetchError, safe_join
+from integrations.labelstudio.images import ImageFetcher, ImageFetchError, fetch_all, safe_join
 from integrations.labelstudio.label_config import ChoicesTarget, LabelConfigError, map_classes, prediction_result
 from integrations.labelstudio.tasks import Annotation, ProjectTasks, Task
 from mlproject.data.loaders import manifest_hash, write_manifest
@@ -50,9 +50,16 @@ log = logging.getLogger("alloop.loop")
 RANK_KEY = "alloop_review_rank"  # position in the "Needs review" queue (1 = first)
 REVOKED_KEY = "alloop_revoked"  # why a machine label was taken back: the task must be seen by a person
 AUDIT_KEY = "alloop_audit"  # "yes": in the "Audit" view
-FETCH_THREADS = 4
-FLUSH_PREDICTIONS = 500
+# Label Studio 1.23 spends ~10 s per prediction import on a 10,000-task project whatever its size (and
+# ~3 ms per prediction): import in large batches, and at least every FLUSH_SECONDS so that a crash never
+# loses much inference.
+FLUSH_PREDICTIONS = 10_000
+FLUSH_SECONDS = 300.0
+WRITE_THREADS = 4
 SAVE_EVERY_S = 30.0
+# The training run splits its manifest into train/val/test again (at least one of each class in
+# each part); five of a class leave two or more to train on.
+MIN_TRAIN_LABELS_PER_CLASS = 5
 
 Hook = Callable[[str, dict], None]
 
@@ -136,7 +143,7 @@ def confidence_of(label: str, p_defect: float, positive: str) -> float:
 class SyncOptions:
     model_name: str
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    retrain_after: int = 50  # new human labels since the champion was trained
+    retrain_after: int = 50  # new human labels since the newest registered version was trained
     force_retrain: bool = False
     force_round: bool = False  # a new round even when nothing changed since the last one
     holdout_share: float = 0.2  # of human-labelled tasks, kept out of training to judge promotion
@@ -191,53 +198,35 @@ class RoundReport:
 # --- step 1 + 2: predictions and embeddings --------------------------------------------------------------
 
 
-def fetch_images(fetcher: ImageFetcher, urls: list[str | None]) -> list[tuple[bytes | None, str | None]]:
-    """(content, error) per URL, fetched in parallel; one unreadable image never stops the others."""
-
-    def one(url):
-        if not url:
-            return None, "the task has no image URL"
-        try:
-            return fetcher.fetch(url), None
-        except ImageFetchError as exc:
-            return None, str(exc)
-        except Exception as exc:  # noqa: BLE001 — any failure is this task's, not the batch's
-            return None, f"{exc.__class__.__name__}: {str(exc)[:200]}"
-
-    if not urls:
-        return []
-    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(urls))) as pool:
-        return list(pool.map(one, urls))
-
-
 def score_tasks(project: LoopProject, champion: Champion, tasks: list[Task], *, need_embedding: set[int],
                 cache: EmbeddingCache, batch_size: int, progress: bool,
                 timings: Timings | None = None) -> tuple[int, dict[int, str]]:
     """Predictions for tasks without one from the champion, embeddings for ``need_embedding``.
 
     Returns (predictions written, {task id: why its image could not be used}). Predictions are
-    written in bulk every ``FLUSH_PREDICTIONS`` and the embedding cache saved every
-    ``SAVE_EVERY_S`` seconds: a crash costs a little recomputation, never a wrong state.
+    written in bulk (``FLUSH_PREDICTIONS`` or ``FLUSH_SECONDS``, whichever comes first) and the
+    embedding cache saved every ``SAVE_EVERY_S`` seconds: a crash costs some recomputation, never a
+    wrong state.
     """
     timings = timings if timings is not None else Timings()
     version = champion.version
     todo = [t for t in tasks if t.prediction_of(version) is None
             or (t.id in need_embedding and cache.get(t.id, project.image_url(t) or "") is None)]
     written, errors, pending = 0, {}, []
-    last_save = time.monotonic()
+    last_save = last_flush = time.monotonic()
 
     def flush():
-        nonlocal written, pending
+        nonlocal written, pending, last_flush
         with timings("write_predictions"):
             written += project.tasks.add_predictions(pending)
-        pending = []
+        pending, last_flush = [], time.monotonic()
 
     for start in tqdm(range(0, len(todo), batch_size), desc=f"scoring with {version}", unit="batch",
                       disable=not progress or not todo):
         chunk = todo[start : start + batch_size]
         urls = [project.image_url(t) for t in chunk]
         with timings("inference"):  # reading the images is part of it
-            fetched = fetch_images(project.fetcher, urls)
+            fetched = fetch_all(project.fetcher, urls)
             readable = [(t, url, c) for t, url, (c, error) in zip(chunk, urls, fetched) if c is not None]
             for t, (content, error) in zip(chunk, fetched):
                 if content is None:
@@ -256,7 +245,7 @@ def score_tasks(project: LoopProject, champion: Champion, tasks: list[Task], *, 
                 result = prediction_result(project.target, champion.choice_of[label],
                                            confidence_of(label, p_defect[row], champion.positive), version)
                 pending.append({"task": task.id, **result})
-        if len(pending) >= FLUSH_PREDICTIONS:
+        if len(pending) >= FLUSH_PREDICTIONS or (pending and time.monotonic() - last_flush > FLUSH_SECONDS):
             flush()
         if time.monotonic() - last_save > SAVE_EVERY_S:
             with timings("embedding_cache"):
@@ -291,10 +280,10 @@ def task_labels(tasks: list[Task], champion: Champion, bot_id: int) -> tuple[dic
     for task in tasks:
         human = [a for a in task.annotations if a.completed_by != bot_id and not a.was_cancelled and a.choices]
         machine = [a for a in task.annotations if a.completed_by == bot_id and not a.was_cancelled and a.choices]
-        for source, annotations in (("human", human), ("auto", machine)):
-            if not annotations:
+        for source, candidates in (("human", human), ("auto", machine)):
+            if not candidates:
                 continue
-            newest = max(annotations, key=lambda a: (a.created_at, a.id))
+            newest = max(candidates, key=lambda a: (a.created_at, a.id))
             label = champion.class_of_choices(newest.choices)
             if label is None:
                 unmapped += source == "human"
@@ -381,6 +370,12 @@ def run_round(project: LoopProject, options: SyncOptions, *, hook: Hook | None =
             raise SyncError(f"registered model {options.model_name!r} has no champion: train one "
                             "(`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`) first")
         champion = load_champion(ref, project.target, options.label_map)
+    caps = options.policy.max_auto_per_class
+    unknown = (set(options.policy.class_tau) | (set(caps) if isinstance(caps, dict) else set())) \
+        - set(champion.class_names)
+    if unknown:
+        raise SyncError(f"per-class settings name {sorted(unknown)}, but {champion.version}'s classes are "
+                        f"{list(champion.class_names)}")
     with timings("read_state"):
         policy = effective_policy(options, project.key)
         tasks = project.tasks.read(progress=options.progress)
@@ -463,7 +458,8 @@ def run_round(project: LoopProject, options: SyncOptions, *, hook: Hook | None =
 
     # 5: retrain, promote, follow
     with timings("retrain"):
-        _maybe_retrain(project, options, champion, tasks, report, hook)
+        _maybe_retrain(project, options, champion, tasks, report, hook,
+                       trained_before_restart=run.data.tags.get("alloop.challenger") if resumed else None)
     report.champion_after = str(mlflow_registry.resolve(options.model_name, mlflow_registry.CHAMPION))
 
     # 6: the round's record. The fingerprint is of the state the round started from: a person who
@@ -508,6 +504,15 @@ def _plan(project: LoopProject, champion: Champion, open_tasks: list[Task], cach
     return plan, embeddings[order] if len(ids) else embeddings
 
 
+def _in_parallel(function, items: list, threads: int = WRITE_THREADS):
+    """``function`` over ``items`` on a few threads, results in order: Label Studio answers each write
+    in 100-200 ms, most of it waiting, so a handful in flight keeps the round short."""
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(function, items))
+
+
 def _apply_auto_labels(project: LoopProject, tasks: list[Task], auto_labels: list[AutoLabel], version: str,
                        champion: Champion, hook: Hook) -> tuple[int, int]:
     """Write the plan's machine labels; a task annotated by anyone meanwhile is left alone."""
@@ -515,18 +520,26 @@ def _apply_auto_labels(project: LoopProject, tasks: list[Task], auto_labels: lis
     made = skipped = 0
     for start in range(0, len(auto_labels), 50):
         chunk = auto_labels[start : start + 50]
-        counts_now = project.tasks.annotation_counts([a.task_id for a in chunk])
+        counts_now = project.tasks.annotation_counts([a.task_id for a in chunk])  # the last check, per chunk
+        todo = []
         for item in chunk:
             task = by_id.get(item.task_id)
             prediction = task.prediction_of(version) if task else None
             if task is None or counts_now.get(item.task_id, 1) > 0 or prediction is None:
                 skipped += 1  # annotated meanwhile (by a person, or by this round before a restart), or gone
                 continue
+            todo.append((item, task, prediction))
+
+        def write(entry):
+            item, task, prediction = entry
             result = prediction_result(project.target, champion.choice_of[item.label], item.confidence, version)
             annotation_id = project.tasks.add_annotation(item.task_id, result["result"], completed_by=project.bot_id,
                                                          parent_prediction=prediction.id)
-            task.annotations.append(Annotation(annotation_id, task.id, project.bot_id, (champion.choice_of[item.label],),
-                                               False, prediction.id, _now_iso(), result["result"]))
+            return Annotation(annotation_id, task.id, project.bot_id, (champion.choice_of[item.label],), False,
+                              prediction.id, _now_iso(), result["result"])
+
+        for (item, task, _), annotation in zip(todo, _in_parallel(write, todo)):
+            task.annotations.append(annotation)
             made += 1
             hook("auto_label", {"task": item.task_id, "made": made})
     return made, skipped
@@ -535,14 +548,10 @@ def _apply_auto_labels(project: LoopProject, tasks: list[Task], auto_labels: lis
 def _apply_review_queue(project: LoopProject, tasks: list[Task], review: list[ReviewItem]) -> int:
     """Put the queue's ranks on the open tasks (and take stale ranks off); returns the tasks changed."""
     rank = {r.task_id: r.rank for r in review}
-    changed = 0
-    for task in tasks:
-        if task.annotations:
-            continue  # labelled: out of the view anyway; its data is left as it is
-        wanted = rank.get(task.id)
-        if task.data.get(RANK_KEY) != wanted:
-            changed += project.tasks.set_data_fields(task, {RANK_KEY: wanted})
-    return changed
+    # labelled tasks are out of the view anyway: their data is left as it is
+    changes = [(task, rank.get(task.id)) for task in tasks
+               if not task.annotations and task.data.get(RANK_KEY) != rank.get(task.id)]
+    return sum(_in_parallel(lambda change: project.tasks.set_data_fields(change[0], {RANK_KEY: change[1]}), changes))
 
 
 def _log_plan_files(run_id: str, plan: RoundPlan, embeddings, round_number: int) -> None:
@@ -571,8 +580,17 @@ def _log_plan_files(run_id: str, plan: RoundPlan, embeddings, round_number: int)
 
 
 def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champion, tasks: list[Task],
-                   report: RoundReport, hook: Hook) -> None:
-    from integrations.mlflow_runs import entry_point_parameters, run_entry_point
+                   report: RoundReport, hook: Hook, trained_before_restart: str | None = None) -> None:
+    """Step 5. ``trained_before_restart``: the version this round trained before it was killed (the
+    decision to retrain was made then; now the version is judged)."""
+    from integrations.mlflow_runs import EntryPointError, entry_point_parameters, run_entry_point
+
+    def run(entry_point: str, params: dict) -> None:
+        try:
+            run_entry_point(entry_point, params, experiment=options.training_experiment)
+        except EntryPointError as exc:
+            raise SyncError(f"{exc}. This round's auto-labels and review queue are written; fix the cause and "
+                            "run `alloop sync` again to retry from here") from exc
 
     counts = report.counts
     labels, unmapped = task_labels(tasks, champion, project.bot_id)
@@ -590,14 +608,16 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
     counts.update(human_labels=len(human), holdout_labels=len(holdout), train_labels=len(train),
                   auto_labels_total=sum(lab.source == "auto" for lab in labels.values()),
                   new_human_labels=max(new_human, 0), retrained=0, promoted=0)
-    if not options.force_retrain and new_human < options.retrain_after:
-        report.say(f"{max(new_human, 0)} new human label(s) since the last model was trained; "
-                   f"retraining after {options.retrain_after} (or pass --retrain)")
-        return
-    by_class = {c: sum(lab.label == c for lab in train.values()) for c in champion.class_names}
-    if min(by_class.values()) < 3:
-        report.say(f"not retraining: the training labels {by_class} need at least 3 of each class")
-        return
+    if trained_before_restart is None:
+        if not options.force_retrain and new_human < options.retrain_after:
+            report.say(f"{max(new_human, 0)} new human label(s) since the last model was trained; "
+                       f"retraining after {options.retrain_after} (or pass --retrain)")
+            return
+        by_class = {c: sum(lab.label == c for lab in train.values()) for c in champion.class_names}
+        if min(by_class.values()) < MIN_TRAIN_LABELS_PER_CLASS:
+            report.say(f"not retraining: the training labels {by_class} need at least "
+                       f"{MIN_TRAIN_LABELS_PER_CLASS} of each class")
+            return
 
     run_id = report.run_id
     state_dir = Path(options.state_dir) / "rounds" / project.key / f"round-{report.round}"
@@ -614,6 +634,9 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
             continue
         record = LabeledImage(path, lab.label, lab.source, round_of(lab.created_at, starts))
         (holdout_records if task_id in holdout else records).append(record)
+    if unreadable:
+        report.say(f"{unreadable} labelled task(s) left out of the manifests: their images could not be read")
+    counts["manifest_unreadable"] = unreadable
     train_manifest = write_manifest(state_dir / "train.csv", records)
     holdout_manifest = write_manifest(state_dir / "holdout.csv", holdout_records)
     mlflow_rounds.log_file(run_id, train_manifest, "manifests")
@@ -621,7 +644,10 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
     digest = manifest_hash(records)
 
     existing = mlflow_registry.find_version(options.model_name, {"round": str(report.round), "manifest_hash": digest})
-    if existing is not None:
+    if trained_before_restart is not None:
+        version = mlflow_registry.VersionRef(*trained_before_restart.rsplit("/", 1))
+        report.say(f"{version} was trained by this round before it stopped: judging it now")
+    elif existing is not None:
         version = existing
         report.say(f"{version} was already trained on this round's manifest: reusing it")
     else:
@@ -636,7 +662,7 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
                             f"choose from {sorted(allowed)}")
         report.say(f"retraining: mlflow run . -e {options.entry_point} on {len(records)} labels "
                    f"({sum(r.source == 'human' for r in records)} human, {sum(r.source == 'auto' for r in records)} auto)")
-        run_entry_point(options.entry_point, params, experiment=options.training_experiment)
+        run(options.entry_point, params)
         version = mlflow_registry.find_version(options.model_name, {"round": str(report.round), "manifest_hash": digest})
         if version is None:
             raise SyncError(f"the {options.entry_point} run finished but registered no version of "
@@ -656,11 +682,9 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
             return
         if mlflow_registry.resolve(options.model_name, mlflow_registry.CHALLENGER) != version:
             mlflow_registry.set_alias(version, mlflow_registry.CHALLENGER)
-        run_entry_point("promote", {"model_name": options.model_name, "eval_data": str(holdout_manifest),
-                                    "layout": "manifest", "split": "all", "metric": options.metric,
-                                    "min_improvement": options.min_improvement,
-                                    "recall_tolerance": options.recall_tolerance},
-                        experiment=options.training_experiment)
+        run("promote", {"model_name": options.model_name, "eval_data": str(holdout_manifest), "layout": "manifest",
+                        "split": "all", "metric": options.metric, "min_improvement": options.min_improvement,
+                        "recall_tolerance": options.recall_tolerance})
         tags = mlflow_registry.version_tags(version)
     promoted = tags.get("promotion") == "promoted"
     report.say(f"{version}: {tags.get('promotion', 'not judged')} ({tags.get('promotion_reason', '')})")

@@ -208,14 +208,18 @@ def test_a_round_killed_midway_then_rerun_ends_like_an_uninterrupted_one(crash_a
     assert crashed == clean
 
 
-def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, tiny_champion, synthetic_data,
-                                                                    tmp_path):
+def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, tiny_champion, tmp_path):
     from integrations import mlflow_registry
     from mlproject.loop.sync import project_key
 
+    from mlproject.data.synthetic import generate_synthetic_dagm
+
     # a useless champion: threshold 1.0 calls every image "ok" (balanced accuracy 0.5)
     tiny_champion(threshold=1.0)
-    title, truth = make_project(labelstudio, synthetic_data, 60, "retrain")
+    # 120 images, 24 defective: whichever half the hash holds out (it depends on the server's random
+    # port), both halves keep enough defects to train on and to judge with
+    pool = generate_synthetic_dagm(tmp_path / "pool", n_images=120, size=64, seed=2)
+    title, truth = make_project(labelstudio, pool, 120, "retrain")
     ls = ls_client(labelstudio)
     pid, bot = project_id(ls, title), bot_id(ls)
     for task in read(ls, labelstudio, title):  # people have labelled everything
@@ -226,20 +230,44 @@ def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, 
            "--train-param", "pooling=stats", "--train-param", "feature_layers=block3_pool,block4_pool",
            "--train-param", "kernel=linear", "--holdout-share", "0.5", "--retrain"]
 
+    # a training run that fails: the round stops with the reason and how to go on, nothing registered
+    broken = sync(title, *[p if p != "kernel=linear" else "kernel=cubic" for p in svm], state=tmp_path / "state")
+    assert broken.exit_code == 1 and isinstance(broken.exception, SystemExit), broken.output
+    assert "mlflow run . -e svm` failed" in broken.output and "run `alloop sync` again" in broken.output
+    assert len(mlflow_registry.all_versions("alloop-defect-classifier")) == 1
+
     worse = sync(title, *svm, "--train-param", "threshold=1.0", state=tmp_path / "state")
     assert worse.exit_code == 0, worse.output
     assert "rejected" in worse.output and re.search(r"retrained\s+1\n", worse.output)
     assert str(mlflow_registry.require("alloop-defect-classifier", "champion")) == "alloop-defect-classifier/1"
     assert str(mlflow_registry.require("alloop-defect-classifier", "challenger")) == "alloop-defect-classifier/2"
 
-    better = sync(title, *svm, state=tmp_path / "state")
+    # the better one: killed right after training, before it is judged; the next sync judges that
+    # same version (no second training) and promotes it
+    from integrations.labelstudio.project import connection_from_env
+    from mlproject.loop.sync import SyncOptions, open_project, run_round
+
+    def kill_after_training(step, info):
+        if step == "trained":
+            raise KeyboardInterrupt("killed after training")
+
+    options = SyncOptions(model_name="alloop-defect-classifier", state_dir=tmp_path / "state", progress=False,
+                          force_retrain=True, holdout_share=0.5, entry_point="svm",
+                          train_params={"weights": "none", "image_size": "64", "pooling": "stats",
+                                        "feature_layers": "block3_pool,block4_pool", "kernel": "linear"})
+    with pytest.raises(KeyboardInterrupt):
+        run_round(open_project(connection_from_env(), title), options, hook=kill_after_training)
+    assert str(mlflow_registry.require("alloop-defect-classifier", "challenger")) == "alloop-defect-classifier/3"
+    better = sync(title, "--holdout-share", "0.5", state=tmp_path / "state")
     assert better.exit_code == 0, better.output
+    assert "Round 2 (resumed)" in better.output and "trained by this round before it stopped" in better.output
     assert re.search(r"promoted\s+1\n", better.output), better.output
     champion = mlflow_registry.require("alloop-defect-classifier", "champion")
     assert str(champion) == "alloop-defect-classifier/3"
+    assert len(mlflow_registry.all_versions("alloop-defect-classifier")) == 3  # trained once
     tags = mlflow_registry.version_tags(champion)
     # trained on the non-held-out human labels only, with provenance
-    assert 0 < int(tags["labels_by_source.human"]) < 60 and tags["round"] == "2"
+    assert 0 < int(tags["labels_by_source.human"]) < 120 and tags["round"] == "2"
     tasks = read(ls, labelstudio, title)
     assert all(t.prediction_of(str(champion)) is not None for t in tasks)
     assert ls.projects.get(id=pid).model_version == str(champion)
@@ -248,7 +276,7 @@ def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, 
     train = (manifests / "train.csv").read_text().splitlines()
     holdout = (manifests / "holdout.csv").read_text().splitlines()
     assert train[0] == holdout[0] == "image,label,source,round"
-    assert not set(train[1:]) & set(holdout[1:]) and len(train) + len(holdout) - 2 == 60
+    assert not set(train[1:]) & set(holdout[1:]) and len(train) + len(holdout) - 2 == 120
 
 
 def test_a_new_champion_sends_contradicted_auto_labels_back_to_review(labelstudio, tiny_champion, synthetic_data,
@@ -321,3 +349,26 @@ def test_sync_without_a_champion_says_what_to_do(labelstudio, tracking_uri, tmp_
     result = sync("alloop defect inspection", state=tmp_path)
     assert result.exit_code == 1
     assert "has no champion" in result.output and "mlflow run . -e promote" in result.output
+
+
+def test_predict_gives_every_task_a_prediction_once_and_names_unreadable_tasks(labelstudio, tiny_champion,
+                                                                              synthetic_data, tmp_path):
+    champion = tiny_champion()
+    title, _ = make_project(labelstudio, synthetic_data, 12, "predict")
+    ls = ls_client(labelstudio)
+    pid = project_id(ls, title)
+    broken = ls.projects.import_tasks(id=pid, request=[{"image": "/data/local-files/?d=no-such-folder/gone.png"}])
+    assert broken.task_count == 1  # a task whose image is gone
+
+    first = CliRunner().invoke(app, ["predict", "--project", title, "--state-dir", str(tmp_path / "state")])
+    assert first.exit_code == 0, first.output
+    tasks = read(ls, labelstudio, title)
+    missing = [t for t in tasks if t.prediction_of(str(champion)) is None]
+    assert len(tasks) == 13 and len(missing) == 1 and "gone.png" in missing[0].data["image"]
+    assert "12 new predictions" in first.output and "1 unreadable" in first.output
+    assert f"task {missing[0].id}:" in first.output and "does not exist" in first.output
+    assert ls.projects.get(id=pid).model_version == str(champion)
+
+    again = CliRunner().invoke(app, ["predict", "--project", title, "--state-dir", str(tmp_path / "state")])
+    assert again.exit_code == 0 and "0 new predictions" in again.output, again.output
+    assert sum(len(t.predictions) for t in read(ls, labelstudio, title)) == 12
