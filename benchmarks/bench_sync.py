@@ -11,7 +11,7 @@ rounds run through the same code as `alloop sync` (``run_round``):
 
 Bookkeeping = the round's wall time minus inference (reading the images and the model's forward
 pass) and minus loading the model. The model is deliberately tiny (random VGG16 weights, 32 px,
-trained on DAGM class 1 in-process): what is measured here is the loop's own work, which does not
+trained on DAGM class 1 by the `svm` entry point): what is measured here is the loop's own work, which does not
 depend on the model; loose thresholds make the auto-label cap (100 per class) the binding limit, the
 most writes a round can make.
 
@@ -48,36 +48,17 @@ def start_label_studio():
 
 
 def register_tiny_champion():
-    """Random-weight VGG16 (32 px) + SVM on DAGM class 1, registered and made champion."""
-    import joblib
-    import mlflow
-
+    """Random-weight VGG16 (32 px) + SVM on DAGM class 1 through the real `svm` entry point, made champion."""
     from integrations import mlflow_registry
-    from mlproject.models.variants import build_feature_extractor
-    from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
-    from mlproject.training import common
-    from mlproject.training.batches import predict_in_batches
-    from mlproject.training.svm_training import fit_svm
+    from integrations.mlflow_runs import run_entry_point
 
     existing = mlflow_registry.resolve(MODEL, mlflow_registry.CHAMPION)
     if existing is not None:
         return existing
-    parser = argparse.ArgumentParser()
-    common.add_training_arguments(parser)
-    args = parser.parse_args(["--data", str(DAGM), "--weights", "none", "--image-size", "32",
-                              "--registered-model-name", MODEL])
-    prepared = common.prepare_data(args, 32)
-    extractor = build_feature_extractor("none", 32, pooling="avgmax")
-    pipeline = fit_svm(predict_in_batches(extractor, prepared.x["train"], progress=False), prepared.y["train"])
-    folder = OUT / "model"
-    folder.mkdir(parents=True, exist_ok=True)
-    extractor.save(folder / "fx.keras")
-    joblib.dump(pipeline, folder / "svm.joblib")
-    config = model_config_dict(variant="svm", image_size=32, class_names=prepared.class_names, threshold=0.5,
-                               weights="none", model_version="")
-    with mlflow.start_run(run_name="bench-sync-tiny"):
-        ref = common.register_model(DefectClassifierModel(), {"keras_model": str(folder / "fx.keras"),
-                                    "sklearn_model": str(folder / "svm.joblib")}, config, prepared, args, "svm")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # mlflow run's python
+    run_entry_point("svm", {"data": str(DAGM), "weights": "none", "image_size": 32, "pooling": "avgmax",
+                            "threshold": 0.5, "registered_model_name": MODEL}, experiment="bench-sync")
+    ref = mlflow_registry.require(MODEL, mlflow_registry.CHALLENGER)
     mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
     return ref
 
