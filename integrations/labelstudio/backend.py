@@ -319,7 +319,7 @@ def predict_tasks(tasks: list, label_config: str | None, champion: Champion | No
     urls = [((task.get("data") if isinstance(task, dict) else None) or {}).get(target.image_value_key)
             for task in tasks]
     good = []
-    for index, (content, error) in enumerate(fetch_all(fetcher, urls)):
+    for index, (content, error) in enumerate(fetch_all(fetcher, urls, image_key=target.image_value_key)):
         if error:
             logger.error("predict: task %s: image not read: %s", _task_id(tasks[index]), error)
         else:

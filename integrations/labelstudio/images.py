@@ -203,15 +203,17 @@ class ImageFetcher:
         return {k: v for k, v in headers.items() if k.lower() == "authorization"}
 
 
-def fetch_all(fetcher: "ImageFetcher", urls: list, *, threads: int = FETCH_THREADS) -> list[tuple[bytes | None, str | None]]:
+def fetch_all(fetcher: "ImageFetcher", urls: list, *, image_key: str = "image",
+              threads: int = FETCH_THREADS) -> list[tuple[bytes | None, str | None]]:
     """``(content, None)`` or ``(None, why)`` per URL, in order, read in parallel.
 
     One unreadable image never stops the others: every failure becomes that URL's error message.
+    ``image_key``: the task data field the URLs come from, named when one is missing.
     """
 
     def one(url):
         if not url:
-            return None, "the task has no image URL"
+            return None, f"task data has no {image_key!r} field"
         try:
             return fetcher.fetch(str(url)), None
         except ImageFetchError as exc:

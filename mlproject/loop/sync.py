@@ -226,7 +226,7 @@ def score_tasks(project: LoopProject, champion: Champion, tasks: list[Task], *, 
         chunk = todo[start : start + batch_size]
         urls = [project.image_url(t) for t in chunk]
         with timings("inference"):  # reading the images is part of it
-            fetched = fetch_all(project.fetcher, urls)
+            fetched = fetch_all(project.fetcher, urls, image_key=project.target.image_value_key)
             readable = [(t, url, c) for t, url, (c, error) in zip(chunk, urls, fetched) if c is not None]
             for t, (content, error) in zip(chunk, fetched):
                 if content is None:

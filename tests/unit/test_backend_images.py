@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from integrations.labelstudio.images import ImageFetcher, ImageFetchError, UnsafePathError
+from integrations.labelstudio.images import ImageFetcher, ImageFetchError, UnsafePathError, fetch_all
 
 
 @pytest.fixture
@@ -90,6 +90,17 @@ def test_unsupported_and_foreign_urls(layout):
         fetcher_for(layout).fetch("/data/upload/1/abc-a.png")
     with pytest.raises(ImageFetchError, match="no image URL"):
         f.fetch("")
+
+
+def test_fetch_all_keeps_order_and_gives_each_failure_to_its_own_url(layout):
+    urls = ["/data/local-files/?d=sub/a.png", None, "/data/local-files/?d=../secret.txt",
+            "/data/local-files/?d=sub/missing.png", "/data/local-files/?d=sub/with%20space.png"]
+    results = fetch_all(fetcher_for(layout), urls, image_key="img", threads=3)
+    assert [content for content, _ in results] == [b"A", None, None, None, b"S"]
+    errors = [error for _, error in results]
+    assert errors[0] is None and errors[4] is None
+    assert "'img'" in errors[1] and "outside" in errors[2] and "missing.png" in errors[3]
+    assert fetch_all(fetcher_for(layout), []) == []
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
