@@ -419,15 +419,13 @@ class ProjectFollower:
             logger.warning("projects %s keep their model_version: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
                            "for the backend, or run `alloop predict`", sorted(self.projects))
             return
-        from integrations.labelstudio.project import set_model_version
+        from integrations.labelstudio.project import Connection, connect, set_model_version
 
         for project_id in sorted(self.projects):
             try:
-                if self._client is None:
-                    from label_studio_sdk.client import LabelStudio
-
-                    self._client = LabelStudio(base_url=self.settings.label_studio_url,
-                                               api_key=self.settings.label_studio_api_key)
+                if self._client is None:  # checked once: a wrong URL or token is logged with advice
+                    self._client = connect(Connection(self.settings.label_studio_url,
+                                                      self.settings.label_studio_api_key, None))
                 self._client.ml.list(project=project_id)  # Label Studio re-reads our /setup
                 state = set_model_version(self._client, project_id, champion.version)
                 if state == "pending":
