@@ -643,11 +643,11 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
     mlflow_rounds.log_file(run_id, holdout_manifest, "manifests")
     digest = manifest_hash(records)
 
-    existing = mlflow_registry.find_version(options.model_name, {"round": str(report.round), "manifest_hash": digest})
+    lineage = {"round": str(report.round), "manifest_hash": digest}
     if trained_before_restart is not None:
         version = mlflow_registry.VersionRef(*trained_before_restart.rsplit("/", 1))
         report.say(f"{version} was trained by this round before it stopped: judging it now")
-    elif existing is not None:
+    elif (existing := mlflow_registry.find_version(options.model_name, lineage)) is not None:
         version = existing
         report.say(f"{version} was already trained on this round's manifest: reusing it")
     else:
@@ -663,7 +663,7 @@ def _maybe_retrain(project: LoopProject, options: SyncOptions, champion: Champio
         report.say(f"retraining: mlflow run . -e {options.entry_point} on {len(records)} labels "
                    f"({sum(r.source == 'human' for r in records)} human, {sum(r.source == 'auto' for r in records)} auto)")
         run(options.entry_point, params)
-        version = mlflow_registry.find_version(options.model_name, {"round": str(report.round), "manifest_hash": digest})
+        version = mlflow_registry.find_version(options.model_name, lineage)
         if version is None:
             raise SyncError(f"the {options.entry_point} run finished but registered no version of "
                             f"{options.model_name} for round {report.round}; see experiment {options.training_experiment}")
