@@ -1,0 +1,213 @@
+"""Diagnostic: how `finetune`'s test balanced accuracy moves epoch by epoch on DAGM class 1.
+
+The `finetune` entry point reports the test split once, for the weights early stopping keeps. To see
+whether a miss comes from *which* epoch was kept or from what the model can learn at all, this
+script trains the same layers the same way (head warm-up on cached block5 outputs, then block5 + head
+on cached block4 outputs, balanced sample weights, Adam, early stopping on validation loss) and scores
+the test split after every epoch. The test scores never steer training; they are only printed.
+
+block4 outputs are computed once per (data, split, image size, weights) and stored in float16 under
+``--cache`` (~600 MB at 512 px), so several settings can be compared without recomputing them
+(~15 min here at 512 px).
+
+Usage:
+  python benchmarks/finetune_trajectory.py --data ../shared/data/dagm --warmup-epochs 8 --epochs 20 \
+      --patience 100 --out benchmarks/out/trajectory-plain.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from a checkout
+
+
+def block4_outputs(args) -> dict:
+    import numpy as np
+
+    cache = Path(args.cache)
+    if cache.exists():
+        stored = np.load(cache)
+        return {key: stored[key] for key in stored.files}
+    from mlproject.models.variants import build_head_classifier
+    from mlproject.training import common
+    from mlproject.training.batches import predict_in_batches
+
+    prepared = common.prepare_data(data_arguments(args), args.image_size)
+    classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1, pooling=args.pooling)
+    out = {}
+    for name in ("train", "val", "test"):
+        out[f"f_{name}"] = predict_in_batches(classifier.fixed, prepared.x[name], desc=name).astype(np.float16)
+        out[f"y_{name}"] = prepared.y[name]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+#: The dihedral group's 8 elements as (quarter turns, mirror), ordered so that the first 2 and the
+#: first 4 are subgroups: identity and a half turn; then the two mirrors; then the quarter turns.
+DIHEDRAL = [(0, False), (2, False), (0, True), (2, True), (1, False), (3, False), (1, True), (3, True)]
+
+
+def train_views(args, first_view):
+    """block4 outputs of the training images under the first ``--train-views`` dihedral transforms.
+
+    Flips and quarter turns leave a texture's label unchanged; the group is finite, so caching every
+    view and drawing one per image per epoch samples the same augmentations as transforming images
+    on the fly would.
+    """
+    import numpy as np
+
+    views = [first_view]
+    prepared = classifier = None
+    for turns, mirror in DIHEDRAL[1 : args.train_views]:
+        path = Path(args.cache).with_suffix(f".view-{turns}{'m' if mirror else ''}.npy")
+        if not path.exists():
+            if prepared is None:
+                from mlproject.models.variants import build_head_classifier
+                from mlproject.training import common
+                from mlproject.training.batches import predict_in_batches
+
+                prepared = common.prepare_data(data_arguments(args), args.image_size)
+                classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1,
+                                                   pooling=args.pooling)
+            images = np.rot90(prepared.x["train"], k=turns, axes=(1, 2))
+            images = np.ascontiguousarray(images[:, :, ::-1] if mirror else images)
+            desc = f"train view ({turns} quarter turns, mirrored={mirror})"
+            np.save(path, predict_in_batches(classifier.fixed, images, desc=desc).astype(np.float16))
+        views.append(np.load(path))
+    return views
+
+
+def data_arguments(args) -> argparse.Namespace:
+    return argparse.Namespace(data=args.data, layout="auto", pattern=args.pattern, positive_label="defect",
+                              split_seed=args.split_seed, val_fraction=0.15, test_fraction=0.2,
+                              skip_bad_images=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dagm"))
+    parser.add_argument("--pattern", default="Class1")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--weights", default="hed")
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--pooling", default="stats")
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--head-norm", action="store_true", help="BatchNormalization after pooling (tried, not used)")
+    parser.add_argument("--warmup-epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--lr-head", type=float, default=1e-3)
+    parser.add_argument("--lr-finetune", type=float, default=5e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-views", type=int, default=1, choices=[1, 2, 4, 8],
+                        help="augment with this many dihedral views of each training image (1 = none)")
+    parser.add_argument("--cache", default=str(REPO / "benchmarks" / "out" / "block4-class1-512-hed.npz"))
+    parser.add_argument("--out", required=True, help="JSON lines, one per epoch")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from mlproject.evaluation.threshold import best_balanced_threshold
+    from mlproject.models.layers import global_pool
+    from mlproject.models.variants import build_head_classifier
+    from mlproject.training.head_training import balanced_sample_weights
+
+    started = time.perf_counter()
+    stored = block4_outputs(args)
+    fixed = {k: stored[f"f_{k}"].astype(np.float32) for k in ("train", "val", "test")}
+    y = {k: stored[f"y_{k}"].astype(np.float32) for k in ("train", "val", "test")}
+    keras.utils.set_random_seed(args.seed)
+    classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1, pooling=args.pooling,
+                                       dropout=args.dropout)
+    # The entry point's head structure (pool, dropout, dense, dropout, sigmoid), built here so that
+    # BatchNormalization after pooling can be tried; without --head-norm it is the product's head.
+    inputs = keras.Input(shape=tuple(classifier.tail.output.shape[1:]))
+    h = global_pool(inputs, args.pooling, name="pool")
+    if args.head_norm:
+        h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Dropout(args.dropout)(h)
+    h = keras.layers.Dense(256, activation="relu")(h)
+    h = keras.layers.Dropout(args.dropout)(h)
+    head = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
+    classifier.set_tail_trainable(False)
+    tail = {k: np.asarray(classifier.tail.predict(v, batch_size=16, verbose=0)) for k, v in fixed.items()}
+    fixed_views = [fixed["train"]] + [v.astype(np.float32) for v in train_views(args, stored["f_train"])[1:]]
+    tail_views = [tail["train"]] + [np.asarray(classifier.tail.predict(v, batch_size=16, verbose=0))
+                                    for v in fixed_views[1:]]
+    weights = balanced_sample_weights(y["train"])
+    log = open(args.out, "w")
+
+    def score(model, inputs, phase, epoch, logs):
+        p_val = model.predict(inputs["val"], batch_size=16, verbose=0)[:, 0]
+        p_test = model.predict(inputs["test"], batch_size=16, verbose=0)[:, 0]
+        threshold = best_balanced_threshold(y["val"], p_val)  # as the entry point picks it
+        called = p_test >= threshold
+        row = {"phase": phase, "epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
+               "val_auc": roc_auc_score(y["val"], p_val), "threshold": threshold,
+               "test_auc": roc_auc_score(y["test"], p_test),
+               "test_balanced_accuracy": balanced_accuracy_score(y["test"], called),
+               "test_defects_missed": int((~called & (y["test"] == 1)).sum()),
+               "test_false_alarms": int((called & (y["test"] == 0)).sum()),
+               "seconds": time.perf_counter() - started}
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+    class ScoreEachEpoch(keras.callbacks.Callback):
+        def __init__(self, inputs, phase):
+            super().__init__()
+            self.inputs, self.phase = inputs, phase
+
+        def on_epoch_end(self, epoch, logs=None):
+            score(self.model, self.inputs, self.phase, epoch, logs)
+
+    class RandomViewBatches(keras.utils.PyDataset):
+        """Each epoch, each training image in one of its cached views, drawn at random."""
+
+        def __init__(self, views):
+            super().__init__()
+            self.views, self.rng = views, np.random.default_rng(args.seed)
+            self.order = self.rng.permutation(len(y["train"]))
+
+        def __len__(self):
+            return -(-len(self.order) // 16)
+
+        def __getitem__(self, index):
+            idx = self.order[index * 16 : (index + 1) * 16]
+            picked = self.rng.integers(len(self.views), size=len(idx))
+            x = np.stack([self.views[v][i] for v, i in zip(picked, idx)])
+            return x, y["train"][idx], weights[idx]
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(self.order))
+
+    def fit(model, inputs, views, epochs, learning_rate, phase):
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True)
+        callbacks = [stop, ScoreEachEpoch(inputs, phase)]
+        if len(views) == 1:
+            model.fit(inputs["train"], y["train"], sample_weight=weights, validation_data=(inputs["val"], y["val"]),
+                      epochs=epochs, batch_size=16, shuffle=True, verbose=0, callbacks=callbacks)
+        else:
+            model.fit(RandomViewBatches(views), validation_data=(inputs["val"], y["val"]), epochs=epochs, verbose=0,
+                      callbacks=callbacks)
+        score(model, inputs, f"{phase}-kept", stop.best_epoch, {})
+
+    fit(head, tail, tail_views, args.warmup_epochs, args.lr_head, "warmup")
+    classifier.set_tail_trainable(True)
+    tail_input = keras.Input(shape=tuple(fixed["train"].shape[1:]))
+    fit(keras.Model(tail_input, head(classifier.tail(tail_input))), fixed, fixed_views, args.epochs,
+        args.lr_finetune, "finetune")
+
+
+if __name__ == "__main__":
+    main()
