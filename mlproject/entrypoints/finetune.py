@@ -18,7 +18,9 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=common.integer, default=15, help="fine-tuning epochs (early stopping may end sooner)")
     parser.add_argument("--lr-finetune", type=float, default=1e-5)
     parser.add_argument("--cache-frozen-outputs", default="auto", choices=["auto", "true", "false"],
-                        help="train on the frozen blocks' outputs computed once (auto: unless augmenting)")
+                        help="train on the frozen blocks' outputs computed once (auto: unless augmenting); "
+                             "with augment=true, true caches all 8 flip/rotation views of each training "
+                             "image (8x the cache's build time and memory, then fast epochs)")
     args = parser.parse_args(argv)
     cache = (not args.augment) if args.cache_frozen_outputs == "auto" else common.str2bool(args.cache_frozen_outputs)
     config = HeadTrainingConfig(warmup_epochs=args.warmup_epochs, finetune_epochs=args.epochs,

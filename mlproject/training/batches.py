@@ -24,15 +24,28 @@ def predict_in_batches(model, images_uint8: np.ndarray, *, batch_size: int = 32,
     return np.concatenate(outputs)
 
 
+#: Flips and quarter turns: the 8 views of an image under the square's symmetries (the dihedral
+#: group). A texture's defect label does not change under any of them.
+DIHEDRAL_VIEWS = 8
+
+
+def dihedral_view(images: np.ndarray, view: int) -> np.ndarray:
+    """View ``view`` (0-7) of a batch (N, H, W, C): ``view % 4`` quarter turns, mirrored if ``view >= 4``."""
+    if not 0 <= view < DIHEDRAL_VIEWS:
+        raise ValueError(f"view must be between 0 and {DIHEDRAL_VIEWS - 1}, got {view}")
+    turned = np.rot90(images, k=view % 4, axes=(1, 2))
+    return np.ascontiguousarray(turned[:, :, ::-1] if view >= 4 else turned)
+
+
+def draw_views(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One random view per image; the cached and from-images paths draw them the same way."""
+    return rng.integers(DIHEDRAL_VIEWS, size=n)
+
+
 def augment_label_preserving(batch_uint8: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random flips and 90-degree rotations: a texture's defect label does not change under them."""
-    out = np.empty_like(batch_uint8)
-    for i, image in enumerate(batch_uint8):
-        image = np.rot90(image, k=int(rng.integers(4)))
-        if rng.random() < 0.5:
-            image = image[:, ::-1]
-        out[i] = image
-    return out
+    """Each image in a random one of its 8 flip/rotation views."""
+    views = draw_views(rng, len(batch_uint8))
+    return np.stack([dihedral_view(image[None], int(v))[0] for image, v in zip(batch_uint8, views)])
 
 
 class ImageBatches(keras.utils.PyDataset):
@@ -56,14 +69,34 @@ class ImageBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        batch = self.images[idx]
-        if self.augment:
-            batch = augment_label_preserving(batch, self.rng)
-        x = vgg_preprocess(batch)
+        x = self._inputs(idx)
         if self.weights is None:
             return x, self.labels[idx]
         return x, self.labels[idx], self.weights[idx]
 
+    def _inputs(self, idx):
+        batch = self.images[idx]
+        if self.augment:
+            batch = augment_label_preserving(batch, self.rng)
+        return vgg_preprocess(batch)
+
     def on_epoch_end(self):
         if self.shuffle:
             self.rng.shuffle(self.order)
+
+
+class CachedViewBatches(ImageBatches):
+    """Augmented batches from cached outputs: ``views[v]`` holds the fixed blocks' outputs for view
+    ``v`` of every training image. Order and view draws follow :class:`ImageBatches` with
+    ``augment=True`` and the same seed, so both paths see the same augmented inputs."""
+
+    def __init__(self, views, labels, *, batch_size: int, sample_weights=None, seed: int = 0):
+        if len(views) != DIHEDRAL_VIEWS:
+            raise ValueError(f"expected the outputs of all {DIHEDRAL_VIEWS} views, got {len(views)}")
+        super().__init__(views[0], labels, batch_size=batch_size, sample_weights=sample_weights, augment=True,
+                         shuffle=True, seed=seed)
+        self.views = views
+
+    def _inputs(self, idx):
+        picked = draw_views(self.rng, len(idx))
+        return np.stack([self.views[v][i] for v, i in zip(picked, idx)])

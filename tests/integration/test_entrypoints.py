@@ -37,7 +37,11 @@ def artifact_paths(client, run_id, folder):
         ("svm", {"pooling": "stats", "feature_layers": "block3_pool,block4_pool"}, None),
         ("frozen", {"epochs": 3, "dense_units": 16}, 3),
         ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16}, 4),
+        # augmentation on cached outputs: all 8 flip/rotation views cached
+        ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16, "augment": "true",
+                      "cache_frozen_outputs": "true"}, 4),
     ],
+    ids=["svm", "frozen", "finetune", "finetune-augmented-cached"],
 )
 def test_training_entry_point_registers_a_challenger(entry_point, extra, epochs, tracking_uri, synthetic_data):
     name = f"test-{entry_point}"

@@ -4,8 +4,15 @@ import keras
 import numpy as np
 import pytest
 
+from mlproject.data.decode import vgg_preprocess
 from mlproject.models.variants import build_head_classifier
-from mlproject.training.batches import augment_label_preserving
+from mlproject.training.batches import (
+    DIHEDRAL_VIEWS,
+    CachedViewBatches,
+    ImageBatches,
+    augment_label_preserving,
+    dihedral_view,
+)
 from mlproject.training.head_training import HeadTrainingConfig, balanced_sample_weights, train_head_classifier
 
 
@@ -17,20 +24,21 @@ def tiny_data(n=12, size=32, seed=0):
     return x, y
 
 
-def trained_weights(cache: bool):
+def trained_weights(cache: bool, augment: bool = False):
     keras.utils.set_random_seed(0)
     classifier = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0)
     x, y = tiny_data()
     # One batch per epoch and no dropout: the update order is fixed, so both paths must agree.
     config = HeadTrainingConfig(warmup_epochs=2, finetune_epochs=2, batch_size=64, patience=10,
-                                lr_head=1e-3, lr_finetune=1e-4, cache_frozen_outputs=cache)
+                                lr_head=1e-3, lr_finetune=1e-4, cache_frozen_outputs=cache, augment=augment)
     history = train_head_classifier(classifier, x, y, x[:6], y[:6], config)
     return classifier, history
 
 
-def test_cached_and_uncached_paths_train_the_same_model():
-    cached, cached_history = trained_weights(cache=True)
-    direct, direct_history = trained_weights(cache=False)
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_cached_and_uncached_paths_train_the_same_model(augment):
+    cached, cached_history = trained_weights(cache=True, augment=augment)
+    direct, direct_history = trained_weights(cache=False, augment=augment)
     assert cached_history["phase_boundary"] == direct_history["phase_boundary"] == [2]
     assert len(cached_history["loss"]) == len(direct_history["loss"]) == 4
     np.testing.assert_allclose(cached_history["loss"], direct_history["loss"], rtol=1e-3)
@@ -53,9 +61,43 @@ def test_frozen_variant_trains_only_the_head():
     np.testing.assert_array_equal(before, classifier.fixed.get_layer("block5_conv3").get_weights()[0])
 
 
-def test_augmentation_cannot_use_cached_outputs():
-    with pytest.raises(ValueError, match="augment"):
-        HeadTrainingConfig(augment=True, cache_frozen_outputs=True)
+def test_augmentation_changes_what_is_learned():
+    """The augmented twin above must really see other views, else its agreement proves nothing."""
+    plain, _ = trained_weights(cache=True, augment=False)
+    augmented, _ = trained_weights(cache=True, augment=True)
+    assert not np.allclose(plain.head.get_weights()[-2], augmented.head.get_weights()[-2])
+
+
+def test_cached_views_follow_the_from_images_draws():
+    x, y = tiny_data(n=10)
+    views = [dihedral_view(x, v) for v in range(DIHEDRAL_VIEWS)]  # here the "cached outputs" are the views
+    cached = CachedViewBatches(views, y, batch_size=4, seed=3)
+    from_images = ImageBatches(x, y, batch_size=4, augment=True, seed=3)
+    seen = set()
+    for _epoch in range(2):
+        for index in range(len(cached)):
+            (inputs, labels), (preprocessed, expected_labels) = cached[index], from_images[index]
+            np.testing.assert_allclose(vgg_preprocess(inputs), preprocessed)
+            np.testing.assert_array_equal(labels, expected_labels)
+            seen.update(image.tobytes() for image in inputs)
+        cached.on_epoch_end()
+        from_images.on_epoch_end()
+    assert len(seen) > len(x)  # images came in more than one view
+
+
+def test_cached_view_batches_need_all_views():
+    x, y = tiny_data(n=4)
+    with pytest.raises(ValueError, match="all 8 views"):
+        CachedViewBatches([x, x], y, batch_size=2)
+
+
+def test_dihedral_views_are_the_eight_symmetries():
+    image = np.arange(3 * 3).reshape(1, 3, 3, 1)  # no symmetry: all 8 views differ
+    views = [dihedral_view(image, v) for v in range(DIHEDRAL_VIEWS)]
+    assert len({v.tobytes() for v in views}) == 8
+    np.testing.assert_array_equal(views[0], image)
+    with pytest.raises(ValueError, match="view"):
+        dihedral_view(image, 8)
 
 
 def test_augmented_training_runs_through_images():
