@@ -42,6 +42,29 @@ class HeadTrainingConfig:
     seed: int = 0
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the OS can give now without swapping (Linux's MemAvailable); None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_cache_fits(n_images: int, views: int, output_shape: tuple, available: int | None) -> None:
+    """Fail before hours of work when the cached outputs cannot fit in memory (float32)."""
+    needed = n_images * views * int(np.prod(output_shape)) * 4
+    if available is not None and needed > 0.8 * available:
+        raise MemoryError(
+            f"caching the frozen blocks' outputs needs {needed / 2**30:.1f} GiB ({n_images} training images x "
+            f"{views} view(s) x {output_shape}), but only {available / 2**30:.1f} GiB is free. "
+            "Pass cache_frozen_outputs=false (train from images), a smaller image_size, or fewer trainable_blocks."
+        )
+
+
 def balanced_sample_weights(labels: np.ndarray) -> np.ndarray:
     """Weights n / (2 * n_class) per sample, so both classes weigh the same in the loss."""
     labels = np.asarray(labels).astype(int)
@@ -123,6 +146,8 @@ def train_head_classifier(
     has_tail = bool(classifier.tail_conv_layers)
 
     if config.cache_frozen_outputs:
+        check_cache_fits(len(x_train) + len(x_val), DIHEDRAL_VIEWS if config.augment else 1,
+                         tuple(classifier.fixed.output.shape[1:]), available_memory_bytes())
         if config.augment:
             fixed_train = [predict_in_batches(classifier.fixed, dihedral_view(x_train, v),
                                               desc=f"frozen blocks (train, view {v + 1}/{DIHEDRAL_VIEWS})")

@@ -13,7 +13,12 @@ from mlproject.training.batches import (
     augment_label_preserving,
     dihedral_view,
 )
-from mlproject.training.head_training import HeadTrainingConfig, balanced_sample_weights, train_head_classifier
+from mlproject.training.head_training import (
+    HeadTrainingConfig,
+    balanced_sample_weights,
+    check_cache_fits,
+    train_head_classifier,
+)
 
 
 def tiny_data(n=12, size=32, seed=0):
@@ -89,6 +94,13 @@ def test_cached_view_batches_need_all_views():
     x, y = tiny_data(n=4)
     with pytest.raises(ValueError, match="all 8 views"):
         CachedViewBatches([x, x], y, batch_size=2)
+
+
+def test_a_cache_too_big_for_memory_fails_before_training_and_says_what_to_do():
+    check_cache_fits(400, 8, (32, 32, 512), available=16 * 2**30)  # 6.25 GiB of 16: fine
+    with pytest.raises(MemoryError, match=r"needs 6\.2 GiB .*cache_frozen_outputs=false"):
+        check_cache_fits(400, 8, (32, 32, 512), available=4 * 2**30)
+    check_cache_fits(400, 8, (32, 32, 512), available=None)  # unknown: no guess
 
 
 def test_dihedral_views_are_the_eight_symmetries():
