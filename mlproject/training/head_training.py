@@ -59,7 +59,7 @@ def check_cache_fits(n_images: int, views: int, output_shape: tuple, available: 
     needed = n_images * views * int(np.prod(output_shape)) * 4
     if available is not None and needed > 0.8 * available:
         raise MemoryError(
-            f"caching the frozen blocks' outputs needs {needed / 2**30:.1f} GiB ({n_images} training images x "
+            f"caching the frozen blocks' outputs needs {needed / 2**30:.1f} GiB ({n_images} images x "
             f"{views} view(s) x {output_shape}), but only {available / 2**30:.1f} GiB is free. "
             "Pass cache_frozen_outputs=false (train from images), a smaller image_size, or fewer trainable_blocks."
         )
