@@ -96,7 +96,7 @@ def test_cached_view_batches_need_all_views():
         CachedViewBatches([x, x], y, batch_size=2)
 
 
-def test_a_cache_too_big_for_memory_fails_before_training_and_says_what_to_do():
+def test_a_cache_too_big_for_memory_is_refused_with_what_to_do():
     check_cache_fits(400, 8, (32, 32, 512), available=16 * 2**30)  # 6.25 GiB of 16: fine
     with pytest.raises(MemoryError, match=r"needs 6\.2 GiB .*cache_frozen_outputs=false"):
         check_cache_fits(400, 8, (32, 32, 512), available=4 * 2**30)
