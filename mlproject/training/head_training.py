@@ -54,14 +54,15 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def check_cache_fits(n_images: int, views: int, output_shape: tuple, available: int | None) -> None:
+def check_cache_fits(n_train: int, n_val: int, views: int, output_shape: tuple, available: int | None) -> None:
     """Fail before hours of work when the cached outputs cannot fit in memory (float32)."""
-    needed = n_images * views * int(np.prod(output_shape)) * 4
+    needed = (n_train * views + n_val) * int(np.prod(output_shape)) * 4
     if available is not None and needed > 0.8 * available:
         raise MemoryError(
-            f"caching the frozen blocks' outputs needs {needed / 2**30:.1f} GiB ({n_images} images x "
-            f"{views} view(s) x {output_shape}), but only {available / 2**30:.1f} GiB is free. "
-            "Pass cache_frozen_outputs=false (train from images), a smaller image_size, or fewer trainable_blocks."
+            f"caching the frozen blocks' outputs needs {needed / 2**30:.1f} GiB ({n_train} training images x "
+            f"{views} view(s) + {n_val} validation images, each {output_shape}), but only "
+            f"{available / 2**30:.1f} GiB is free. Pass cache_frozen_outputs=false (train from images), "
+            "a smaller image_size, or fewer trainable_blocks."
         )
 
 
@@ -146,7 +147,7 @@ def train_head_classifier(
     has_tail = bool(classifier.tail_conv_layers)
 
     if config.cache_frozen_outputs:
-        check_cache_fits(len(x_train) + len(x_val), DIHEDRAL_VIEWS if config.augment else 1,
+        check_cache_fits(len(x_train), len(x_val), DIHEDRAL_VIEWS if config.augment else 1,
                          tuple(classifier.fixed.output.shape[1:]), available_memory_bytes())
         if config.augment:
             fixed_train = [predict_in_batches(classifier.fixed, dihedral_view(x_train, v),

@@ -97,10 +97,11 @@ def test_cached_view_batches_need_all_views():
 
 
 def test_a_cache_too_big_for_memory_is_refused_with_what_to_do():
-    check_cache_fits(400, 8, (32, 32, 512), available=16 * 2**30)  # 6.25 GiB of 16: fine
-    with pytest.raises(MemoryError, match=r"needs 6\.2 GiB .*cache_frozen_outputs=false"):
-        check_cache_fits(400, 8, (32, 32, 512), available=4 * 2**30)
-    check_cache_fits(400, 8, (32, 32, 512), available=None)  # unknown: no guess
+    check_cache_fits(400, 64, 8, (32, 32, 512), available=16 * 2**30)  # (3200 + 64) x 2 MiB = 6.4 GiB of 16
+    with pytest.raises(MemoryError, match=r"needs 6\.4 GiB \(400 training images x 8 view\(s\) \+ 64 validation"
+                                          r".*cache_frozen_outputs=false"):
+        check_cache_fits(400, 64, 8, (32, 32, 512), available=4 * 2**30)
+    check_cache_fits(400, 64, 8, (32, 32, 512), available=None)  # unknown: no guess
 
 
 def test_dihedral_views_are_the_eight_symmetries():
