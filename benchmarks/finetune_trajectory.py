@@ -71,13 +71,12 @@ def train_views(args, first_view):
             if prepared is None:
                 from mlproject.models.variants import build_head_classifier
                 from mlproject.training import common
-                from mlproject.training.batches import predict_in_batches
+                from mlproject.training.batches import dihedral_view, predict_in_batches
 
                 prepared = common.prepare_data(data_arguments(args), args.image_size)
                 classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1,
                                                    pooling=args.pooling)
-            images = np.rot90(prepared.x["train"], k=turns, axes=(1, 2))
-            images = np.ascontiguousarray(images[:, :, ::-1] if mirror else images)
+            images = dihedral_view(prepared.x["train"], turns + 4 * mirror)  # the product's view numbering
             desc = f"train view ({turns} quarter turns, mirrored={mirror})"
             np.save(path, predict_in_batches(classifier.fixed, images, desc=desc).astype(np.float16))
         views.append(np.load(path))
