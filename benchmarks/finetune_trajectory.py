@@ -49,9 +49,10 @@ def block4_outputs(args) -> dict:
     return out
 
 
-#: The dihedral group's 8 elements as (quarter turns, mirror), ordered so that the first 2 and the
-#: first 4 are subgroups: identity and a half turn; then the two mirrors; then the quarter turns.
-DIHEDRAL = [(0, False), (2, False), (0, True), (2, True), (1, False), (3, False), (1, True), (3, True)]
+#: The product's view numbers (``dihedral_view``: v % 4 quarter turns, mirrored if v >= 4), ordered so
+#: that the first 2 and the first 4 are subgroups: identity and a half turn; then the two mirrors;
+#: then the quarter turns.
+VIEW_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
 
 
 def train_views(args, first_view):
@@ -65,7 +66,8 @@ def train_views(args, first_view):
 
     views = [first_view]
     prepared = classifier = None
-    for turns, mirror in DIHEDRAL[1 : args.train_views]:
+    for view in VIEW_ORDER[1 : args.train_views]:
+        turns, mirror = view % 4, view >= 4
         path = Path(args.cache).with_suffix(f".view-{turns}{'m' if mirror else ''}.npy")
         if not path.exists():
             if prepared is None:
@@ -76,7 +78,7 @@ def train_views(args, first_view):
                 prepared = common.prepare_data(data_arguments(args), args.image_size)
                 classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1,
                                                    pooling=args.pooling)
-            images = dihedral_view(prepared.x["train"], turns + 4 * mirror)  # the product's view numbering
+            images = dihedral_view(prepared.x["train"], view)
             desc = f"train view ({turns} quarter turns, mirrored={mirror})"
             np.save(path, predict_in_batches(classifier.fixed, images, desc=desc).astype(np.float16))
         views.append(np.load(path))
