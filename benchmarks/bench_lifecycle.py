@@ -10,7 +10,7 @@ store and records, per step, a JSON file under ``--out``:
 
 Usage: python benchmarks/bench_lifecycle.py --data ../shared/data/dagm --steps svm,frozen,finetune,speed,pyfunc
 (speed512: the same comparison at the `finetune` step's settings, about 2 h here;
-finetune-augmented: the `finetune` step with augment=true on cached outputs, about 2 h here)
+finetune-augmented: the `finetune` step with augment=true on cached outputs, about 2.4 h here)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ STEPS = {
     "finetune": ("finetune", {"image_size": 512, "pooling": "stats", "trainable_blocks": 1, "warmup_epochs": 8,
                               "epochs": 20, "patience": 5, "lr_finetune": 5e-5, "dropout": 0.3}),
 }
-# the same with all 8 flip/rotation views of the training images cached (about 2 h here at 512 px)
+# the same with all 8 flip/rotation views of the training images cached (about 2.4 h here at 512 px)
 STEPS["finetune-augmented"] = ("finetune", {**STEPS["finetune"][1], "augment": "true",
                                             "cache_frozen_outputs": "true"})
 SPEED = {

@@ -67,8 +67,7 @@ def train_views(args, first_view):
     views = [first_view]
     prepared = classifier = None
     for view in VIEW_ORDER[1 : args.train_views]:
-        turns, mirror = view % 4, view >= 4
-        path = Path(args.cache).with_suffix(f".view-{turns}{'m' if mirror else ''}.npy")
+        path = Path(args.cache).with_suffix(f".view-{view}.npy")
         if not path.exists():
             if prepared is None:
                 from mlproject.models.variants import build_head_classifier
@@ -79,8 +78,7 @@ def train_views(args, first_view):
                 classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1,
                                                    pooling=args.pooling)
             images = dihedral_view(prepared.x["train"], view)
-            desc = f"train view ({turns} quarter turns, mirrored={mirror})"
-            np.save(path, predict_in_batches(classifier.fixed, images, desc=desc).astype(np.float16))
+            np.save(path, predict_in_batches(classifier.fixed, images, desc=f"train view {view}").astype(np.float16))
         views.append(np.load(path))
     return views
 
