@@ -77,11 +77,12 @@ def run_metrics(run_id: str) -> dict:
             "registered": run.data.tags.get("registered_model", "")}
 
 
-def step_variant(name: str, data: str, out: Path) -> dict:
+def step_variant(name: str, data: str, out: Path, seed: int = 0) -> dict:
     entry_point, params = STEPS[name]
-    run_id, seconds, command = mlflow_run(entry_point, {**COMMON, **params, "data": data,
-                                                        "registered_model_name": f"bench-{name}"}, "bench-variants")
-    return {"step": name, "command": command, "wall_s": seconds, "run_id": run_id, **run_metrics(run_id)}
+    label = name if seed == 0 else f"{name}-seed{seed}"
+    run_id, seconds, command = mlflow_run(entry_point, {**COMMON, **params, "seed": seed, "data": data,
+                                                        "registered_model_name": f"bench-{label}"}, "bench-variants")
+    return {"step": label, "seed": seed, "command": command, "wall_s": seconds, "run_id": run_id, **run_metrics(run_id)}
 
 
 def step_speed(name: str, data: str, out: Path) -> dict:
@@ -148,6 +149,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dagm"))
     parser.add_argument("--steps", default="svm,frozen,pyfunc,finetune,speed")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed of the variant steps (the split stays split_seed 0); "
+                             "not 0: model and output file are named <step>-seed<N>")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +165,7 @@ def main() -> None:
         print(f"=== {step} ===", flush=True)
         started = time.perf_counter()
         if step in STEPS:
-            result = step_variant(step, args.data, out)
+            result = step_variant(step, args.data, out, args.seed)
         elif step in SPEED:
             result = step_speed(step, args.data, out)
         elif step == "pyfunc":
@@ -169,7 +173,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown step {step}")
         result["step_wall_s"] = time.perf_counter() - started
-        (out / f"{step}.json").write_text(json.dumps(result, indent=2))
+        (out / f"{result['step']}.json").write_text(json.dumps(result, indent=2))
         print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2)[:3000], flush=True)
         if "table" in result:
             print(result["table"], flush=True)
