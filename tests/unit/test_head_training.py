@@ -17,6 +17,7 @@ from mlproject.training.head_training import (
     HeadTrainingConfig,
     balanced_sample_weights,
     check_cache_fits,
+    forward_batch_bytes,
     train_head_classifier,
 )
 
@@ -97,11 +98,27 @@ def test_cached_view_batches_need_all_views():
 
 
 def test_a_cache_too_big_for_memory_is_refused_with_what_to_do():
-    check_cache_fits(400, 64, 8, (32, 32, 512), available=16 * 2**30)  # (3200 + 64) x 2 MiB = 6.4 GiB of 16
-    with pytest.raises(MemoryError, match=r"needs 6\.4 GiB \(400 training images x 8 view\(s\) \+ 64 validation"
+    two_mib, eight_gib = 2 * 2**20, 8 * 2**30
+    check_cache_fits(400, 64, 8, two_mib, eight_gib, available=24 * 2**30)  # 6.4 + 8 GiB of 24 fit
+    with pytest.raises(MemoryError, match=r"needs 14\.4 GiB: 6\.4 GiB of outputs \(400 training images x 8 view\(s\) "
+                                          r"\+ 64 validation images, 2\.0 MiB each\) and 8\.0 GiB to compute them"
                                           r".*cache_frozen_outputs=false"):
-        check_cache_fits(400, 64, 8, (32, 32, 512), available=4 * 2**30)
-    check_cache_fits(400, 64, 8, (32, 32, 512), available=None)  # unknown: no guess
+        check_cache_fits(400, 64, 8, two_mib, eight_gib, available=16 * 2**30)  # the outputs alone would fit
+    check_cache_fits(400, 64, 8, two_mib, eight_gib, available=None)  # unknown: no guess
+
+
+def test_forward_batch_memory_is_set_by_the_largest_layer():
+    image = keras.Input(shape=(16, 16, 3))
+    wide = keras.layers.Conv2D(8, 3, padding="same")(image)  # 16x16x3 in + 16x16x8 out: the largest
+    pooled = keras.layers.MaxPooling2D()(wide)
+    model = keras.Model(image, keras.layers.Conv2D(4, 3, padding="same")(pooled))
+    assert forward_batch_bytes(model, batch_size=5) == 2.5 * 5 * (16 * 16 * 3 + 16 * 16 * 8) * 4
+
+
+def test_forward_batch_memory_of_vgg16_blocks_1_to_4_at_512_px_matches_what_was_measured():
+    classifier = build_head_classifier("none", 512, trainable_blocks=1)
+    # block1_conv2: 512x512x64 in and out, 32 images, 2.5 times over: 10 GiB (RSS swung 9-10 GB here)
+    assert forward_batch_bytes(classifier.fixed, 32) == 10 * 2**30
 
 
 def test_dihedral_views_are_the_eight_symmetries():
