@@ -82,7 +82,8 @@ def step_variant(name: str, data: str, out: Path, seed: int = 0) -> dict:
     label = name if seed == 0 else f"{name}-seed{seed}"
     run_id, seconds, command = mlflow_run(entry_point, {**COMMON, **params, "seed": seed, "data": data,
                                                         "registered_model_name": f"bench-{label}"}, "bench-variants")
-    return {"step": label, "seed": seed, "command": command, "wall_s": seconds, "run_id": run_id, **run_metrics(run_id)}
+    return {"step": label, "seed": seed, "command": command, "wall_s": seconds, "run_id": run_id,
+            **run_metrics(run_id)}
 
 
 def step_speed(name: str, data: str, out: Path) -> dict:

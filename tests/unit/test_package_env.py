@@ -1,0 +1,35 @@
+"""Importing alloop switches TensorFlow to its pooling CPU allocator, unless the user chose otherwise.
+
+Each case runs in a fresh interpreter: the allocator is fixed when TensorFlow starts.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import mlproject, os
+import tensorflow as tf
+print(os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"))
+tf.zeros((4, 4)).numpy()
+try:  # only TensorFlow's BFC allocator keeps the statistics this reads
+    tf.config.experimental.get_memory_info("CPU:0")
+    print("bfc")
+except ValueError:
+    print("malloc")
+"""
+
+
+def run_probe(extra_env: dict) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
+                            env={**env, "TF_CPP_MIN_LOG_LEVEL": "2", **extra_env})
+    return result.stdout.split()
+
+
+@pytest.mark.parametrize(("preset", "expected"), [({}, ["true", "bfc"]),
+                                                  ({"TF_CPU_ALLOCATOR_USE_BFC": "false"}, ["false", "malloc"])])
+def test_importing_alloop_picks_the_pooling_allocator_unless_the_user_set_one(preset, expected):
+    assert run_probe(preset) == expected
