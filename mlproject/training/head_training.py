@@ -68,7 +68,7 @@ def forward_batch_bytes(model: keras.Model, batch_size: int) -> int:
 
 
 def check_cache_fits(n_train: int, n_val: int, views: int, per_image_bytes: int, working_bytes: int,
-                     available: int | None) -> None:
+                     available: int | None, batch_size: int = CACHE_BATCH_SIZE) -> None:
     """Fail before hours of work when the cached outputs plus the forward passes that build them
     cannot fit in memory."""
     cached = (n_train * views + n_val) * per_image_bytes
@@ -78,7 +78,7 @@ def check_cache_fits(n_train: int, n_val: int, views: int, per_image_bytes: int,
             f"caching the frozen blocks' outputs needs {needed / 2**30:.1f} GiB: {cached / 2**30:.1f} GiB of "
             f"outputs ({n_train} training images x {views} view(s) + {n_val} validation images, "
             f"{per_image_bytes / 2**20:.1f} MiB each) and {working_bytes / 2**30:.1f} GiB to compute them "
-            f"{CACHE_BATCH_SIZE} images at a time, but only {available / 2**30:.1f} GiB is free. "
+            f"{batch_size} images at a time, but only {available / 2**30:.1f} GiB is free. "
             "Pass cache_frozen_outputs=false (train from images), a smaller image_size, or fewer trainable_blocks."
         )
 
@@ -130,7 +130,10 @@ def _fit(model, train, validation, epochs, config, history, offset, on_epoch):
         model.fit(x, y, sample_weight=w, validation_data=validation, epochs=epochs, batch_size=config.batch_size,
                   shuffle=True, callbacks=callbacks, verbose=2)
     else:
-        model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=2)
+        try:
+            model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=2)
+        finally:
+            train.release()  # each phase makes its own; Keras would keep its data alive
     return len(history.get("loss", [])) - offset
 
 
@@ -167,16 +170,18 @@ def train_head_classifier(
         # Both the fixed blocks' and the (warm-up) tail's outputs are kept, per image and view.
         per_image_bytes = 4 * sum(int(np.prod(m.output.shape[1:])) for m in (classifier.fixed, classifier.tail))
         check_cache_fits(len(x_train), len(x_val), DIHEDRAL_VIEWS if config.augment else 1, per_image_bytes,
-                         forward_batch_bytes(classifier.fixed, CACHE_BATCH_SIZE), available_memory_bytes())
+                         forward_batch_bytes(classifier.fixed, CACHE_BATCH_SIZE), available_memory_bytes(),
+                         CACHE_BATCH_SIZE)
+
+        def fixed_outputs(images, desc):
+            return predict_in_batches(classifier.fixed, images, batch_size=CACHE_BATCH_SIZE, desc=desc)
+
         if config.augment:
-            fixed_train = [predict_in_batches(classifier.fixed, dihedral_view(x_train, v), batch_size=CACHE_BATCH_SIZE,
-                                              desc=f"frozen blocks (train, view {v + 1}/{DIHEDRAL_VIEWS})")
+            fixed_train = [fixed_outputs(dihedral_view(x_train, v), f"frozen blocks (train, view {v + 1}/{DIHEDRAL_VIEWS})")
                            for v in range(DIHEDRAL_VIEWS)]
         else:
-            fixed_train = [predict_in_batches(classifier.fixed, x_train, batch_size=CACHE_BATCH_SIZE,
-                                              desc="frozen blocks (train)")]
-        fixed_val = predict_in_batches(classifier.fixed, x_val, batch_size=CACHE_BATCH_SIZE,
-                                       desc="frozen blocks (val)")
+            fixed_train = [fixed_outputs(x_train, "frozen blocks (train)")]
+        fixed_val = fixed_outputs(x_val, "frozen blocks (val)")
         # During warm-up the tail is frozen too, so its output can be cached as well.
         classifier.set_tail_trainable(False)
         tail_train = [np.asarray(classifier.tail.predict(f, batch_size=config.batch_size, verbose=0))

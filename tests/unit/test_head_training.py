@@ -12,6 +12,7 @@ from mlproject.training.batches import (
     ImageBatches,
     augment_label_preserving,
     dihedral_view,
+    predict_in_batches,
 )
 from mlproject.training.head_training import (
     HeadTrainingConfig,
@@ -101,9 +102,9 @@ def test_a_cache_too_big_for_memory_is_refused_with_what_to_do():
     two_mib, eight_gib = 2 * 2**20, 8 * 2**30
     check_cache_fits(400, 64, 8, two_mib, eight_gib, available=24 * 2**30)  # 6.4 + 8 GiB of 24 fit
     with pytest.raises(MemoryError, match=r"needs 14\.4 GiB: 6\.4 GiB of outputs \(400 training images x 8 view\(s\) "
-                                          r"\+ 64 validation images, 2\.0 MiB each\) and 8\.0 GiB to compute them"
-                                          r".*cache_frozen_outputs=false"):
-        check_cache_fits(400, 64, 8, two_mib, eight_gib, available=16 * 2**30)  # the outputs alone would fit
+                                          r"\+ 64 validation images, 2\.0 MiB each\) and 8\.0 GiB to compute them "
+                                          r"16 images at a time.*cache_frozen_outputs=false"):
+        check_cache_fits(400, 64, 8, two_mib, eight_gib, available=16 * 2**30, batch_size=16)  # outputs alone fit
     check_cache_fits(400, 64, 8, two_mib, eight_gib, available=None)  # unknown: no guess
 
 
@@ -152,3 +153,30 @@ def test_augmentation_only_flips_and_rotates():
         variants = [np.rot90(original, k) for k in range(4)]
         variants += [v[:, ::-1] for v in variants]
         assert any(np.array_equal(augmented, v) for v in variants)
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_the_cache_is_freed_when_training_returns(monkeypatch, augment):
+    # At 512 px with 8 views the cache is ~8 GiB: it must not outlive training (test scoring and
+    # model logging follow in the same process).
+    import gc
+    import weakref
+
+    import mlproject.training.head_training as head_training
+
+    cached = []
+
+    def recording_predict(*args, **kwargs):
+        outputs = predict_in_batches(*args, **kwargs)
+        cached.append(weakref.ref(outputs))
+        return outputs
+
+    monkeypatch.setattr(head_training, "predict_in_batches", recording_predict)
+    keras.utils.set_random_seed(0)
+    classifier = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0)
+    x, y = tiny_data()
+    config = HeadTrainingConfig(warmup_epochs=1, finetune_epochs=1, batch_size=4, augment=augment)
+    train_head_classifier(classifier, x, y, x[:6], y[:6], config)
+    gc.collect()
+    assert len(cached) == (DIHEDRAL_VIEWS if augment else 1) + 1  # training view(s) + validation
+    assert [ref() is None for ref in cached] == [True] * len(cached)
