@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mlproject.evaluation.threshold import best_balanced_threshold, parse_threshold, resolve_threshold
+from mlproject.evaluation.threshold import best_balanced_threshold, logit, parse_threshold, resolve_threshold
 
 
 def test_imbalanced_calibrated_scores_get_a_threshold_below_half():
@@ -13,11 +13,38 @@ def test_imbalanced_calibrated_scores_get_a_threshold_below_half():
     assert ((p >= threshold) == (y == 1)).all()
 
 
-def test_ties_prefer_half_and_one_class_keeps_half():
+def test_symmetric_separated_scores_and_one_class_keep_half():
     y = np.array([0, 0, 1, 1])
     p = np.array([0.0, 0.1, 0.9, 1.0])
-    assert best_balanced_threshold(y, p) == 0.5
+    assert best_balanced_threshold(y, p) == pytest.approx(0.5)
     assert best_balanced_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3])) == 0.5
+    assert best_balanced_threshold(np.array([0, 1]), np.array([0.4, 0.4])) == 0.5
+
+
+def test_separated_validation_puts_the_threshold_mid_margin_in_logit_space():
+    # Normal texture scores cluster near 0, defects spread out: every threshold in (0.003, 0.6]
+    # separates them, and the one with the largest margin sits halfway between in logit space.
+    y = np.array([0] * 5 + [1] * 3)
+    p = np.array([0.001, 0.002, 0.001, 0.003, 0.002, 0.6, 0.95, 0.99])
+    threshold = best_balanced_threshold(y, p)
+    assert logit(threshold) == pytest.approx((logit(0.003) + logit(0.6)) / 2)
+    assert 0.03 < threshold < 0.1  # a defect scoring 0.47 on new data would still be caught
+    assert ((p >= threshold) == (y == 1)).all()
+
+
+def test_better_balanced_accuracy_beats_a_wider_gap():
+    # The widest gap (0.02 | 0.5) leaves the defect at 0.02 below it; the gap under it separates all.
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.001, 0.005, 0.01, 0.02, 0.5, 0.6])
+    threshold = best_balanced_threshold(y, p)
+    assert 0.01 < threshold < 0.02
+
+
+def test_saturated_scores_do_not_break_the_logit():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.0, 0.0, 1.0, 1.0], dtype=np.float32)
+    threshold = best_balanced_threshold(y, p)
+    assert 0 < threshold < 1 and ((p >= threshold) == (y == 1)).all()
 
 
 def test_parse_and_resolve():
