@@ -147,6 +147,8 @@ def log_data(prepared: PreparedData) -> None:
 def log_history(history: dict) -> None:
     if not history.get("loss"):
         return
+    if history.get("phase_boundary"):  # where fine-tuning began, e.g. to split the epoch_seconds series
+        mlflow.log_metric("warmup_epochs_run", float(history["phase_boundary"][0]))
     with tempfile.TemporaryDirectory() as tmp:
         path = plot_training_curves(history, Path(tmp) / "training_curves.png", title="training / validation")
         mlflow.log_artifact(str(path), artifact_path="training")
