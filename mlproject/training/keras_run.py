@@ -34,8 +34,7 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         common.log_history(history)
         threshold = args.threshold
         if threshold == "auto":
-            p_val = predict_in_batches(classifier.full, prepared.x["val"], desc="val (operating point)")[:, 0]
-            threshold = resolve_threshold(threshold, prepared.y["val"], p_val)
+            threshold = resolve_threshold(threshold, prepared.y["val"], history["val_p_defect"])
         mlflow.log_metric("operating_threshold", threshold)
         p_test = predict_in_batches(classifier.full, prepared.x["test"], desc="test")[:, 0]
         common.log_test_report(prepared, p_test, threshold)

@@ -71,6 +71,8 @@ def test_training_entry_point_registers_a_challenger(entry_point, extra, epochs,
         assert [m.step for m in history] == list(range(epochs))
         assert len(client.get_metric_history(run.info.run_id, "train_accuracy")) == epochs
         assert "training/training_curves.png" in artifact_paths(client, run.info.run_id, "training")
+    if entry_point == "finetune":  # warm-up ran its 2 epochs (patience 5), then fine-tuning began
+        assert run.data.metrics["warmup_epochs_run"] == 2
 
 
 def test_promote_moves_champion_only_for_a_better_model_and_evaluate_scores_it(tracking_uri, synthetic_data):
