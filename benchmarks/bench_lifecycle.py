@@ -121,7 +121,7 @@ def mean(values: list[float]) -> float:
 def run_phases(run_id: str) -> dict:
     """The run's seconds before its first epoch, in each phase's epochs, and after its last epoch.
 
-    From the run's start/end times and the timestamps of the per-epoch ``*epoch_seconds`` metrics.
+    From the run's start/end times and the timestamps of the per-epoch ``epoch_seconds`` metric.
     """
     from mlflow import MlflowClient
 

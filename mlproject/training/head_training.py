@@ -160,7 +160,7 @@ def train_head_classifier(
     ``phase_boundary`` = [epochs of the warm-up] when a fine-tuning phase followed, and
     ``val_p_defect``: P(defect) of each validation image under the weights kept (from the cached
     outputs where there are some: the operating point is picked on these without another pass
-    through the fixed blocks, ~1.5 s per image at 512 px here).
+    through the fixed blocks, ~1-1.5 s per image at 512 px here).
     """
     keras.utils.set_random_seed(config.seed)
     y_train = np.asarray(y_train, dtype=np.float32)
