@@ -100,7 +100,7 @@ def step_speed(name: str, data: str, out: Path, uncached_probe: bool = False) ->
             params.update(warmup_epochs=1, epochs=2, registered_model_name=f"bench-{name}-probe-uncached")
         run_id, seconds, command = mlflow_run("finetune", params, f"bench-{name}")
         results[cache] = {"command": command, "wall_s": seconds, "run_id": run_id, **run_metrics(run_id),
-                          "epoch_seconds": epoch_seconds(run_id), "phases": run_phases(run_id)}
+                          "phases": run_phases(run_id)}
         print(f"cache_frozen_outputs={cache}: {seconds:.1f} s", flush=True)
     cached, uncached = results["true"], results["false"]
     result = {"step": name, "cached": cached, "uncached": uncached}
@@ -136,6 +136,7 @@ def run_phases(run_id: str) -> dict:
     return {"run_s": (run.info.end_time - run.info.start_time) / 1000,
             "before_s": (first.timestamp - run.info.start_time) / 1000 - first.value,
             "after_s": (run.info.end_time - last.timestamp) / 1000,
+            **phases,
             **{f"{name}_n": len(values) for name, values in phases.items()},
             **{f"{name}_mean": mean(values) for name, values in phases.items() if values}}
 
@@ -145,16 +146,6 @@ def extrapolate_run(probe: dict, complete: dict) -> float:
     return (probe["before_s"] + probe["after_s"]
             + complete["warmup_epoch_seconds_n"] * probe["warmup_epoch_seconds_mean"]
             + complete["finetune_epoch_seconds_n"] * probe["finetune_epoch_seconds_mean"])
-
-
-def epoch_seconds(run_id: str) -> dict[str, list[float]]:
-    """Seconds per epoch (warm-up, then fine-tuning epochs), as the run logged them."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    names = sorted(k for k in client.get_run(run_id).data.metrics if k.endswith("epoch_seconds"))
-    return {name: [m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)]
-            for name in names}
 
 
 def step_pyfunc(data: str, out: Path, n_images: int = 96, repeats: int = 3) -> dict:
