@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--train-views", type=int, default=1, choices=[1, 2, 4, 8],
                         help="augment with this many dihedral views of each training image (1 = none)")
     parser.add_argument("--cache", default=str(REPO / "benchmarks" / "out" / "block4-class1-512-hed.npz"))
+    parser.add_argument("--tta-views", default=None,
+                        help="folder of bench_tta.py's cached views of the val and test images: also score the kept "
+                             "model as the mean over the 8 views")
     parser.add_argument("--out", required=True, help="JSON lines, one per epoch")
     args = parser.parse_args()
 
@@ -200,6 +203,29 @@ def main() -> None:
             model.fit(RandomViewBatches(views), validation_data=(inputs["val"], y["val"]), epochs=epochs, verbose=0,
                       callbacks=callbacks)
         score(model, inputs, f"{phase}-kept", stop.best_epoch, {})
+        if phase == "finetune" and args.tta_views:
+            score_test_time_views(model, stop.best_epoch)
+
+    def score_test_time_views(model, epoch):
+        """The kept model scored as the mean over the 8 views of each validation and test image
+        (`bench_tta.py`'s cached block4 outputs; rows in the split's order, val and test interleaved)."""
+        import csv
+
+        with open(Path(args.tta_views) / "rows.csv", newline="") as f:
+            is_val = np.array([r["split"] == "val" for r in csv.DictReader(f)])
+        p = np.mean([model.predict(np.load(Path(args.tta_views) / f"view-{v}.npy", mmap_mode="r"), batch_size=16,
+                                   verbose=0)[:, 0] for v in range(8)], axis=0)
+        threshold = best_balanced_threshold(y["val"], p[is_val])
+        called = p[~is_val] >= threshold
+        row = {"phase": "finetune-kept-8-views", "epoch": epoch, "threshold": threshold,
+               "test_auc": roc_auc_score(y["test"], p[~is_val]),
+               "test_balanced_accuracy": balanced_accuracy_score(y["test"], called),
+               "test_defects_missed": int((~called & (y["test"] == 1)).sum()),
+               "test_false_alarms": int((called & (y["test"] == 0)).sum()),
+               "seconds": time.perf_counter() - started}
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        print(json.dumps(row), flush=True)
 
     fit(head, tail, tail_views, args.warmup_epochs, args.lr_head, "warmup")
     classifier.set_tail_trainable(True)

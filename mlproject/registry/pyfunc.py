@@ -76,8 +76,17 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         model_config = context.model_config or {}
         self.model_version = str(model_config.get("model_version") or self.config.get("model_version", ""))
 
+    @property
+    def test_time_views(self) -> int:
+        return int(self.config.get("test_time_views", 1))  # models registered before it existed: 1
+
     def predict_probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """P(defect) for a batch of preprocessed images."""
+        """P(defect) for a batch of preprocessed images (the mean over the model's test-time views)."""
+        from mlproject.training.batches import mean_over_views
+
+        return mean_over_views(self._predict_one_view, batch, self.test_time_views)
+
+    def _predict_one_view(self, batch: np.ndarray) -> np.ndarray:
         batch_size = int(self.config.get("batch_size", 32))
         outputs = []
         for start in range(0, len(batch), batch_size):
@@ -91,7 +100,9 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         """P(defect) and a backbone embedding per image, from one forward pass (the labelling loop's input).
 
         The embedding is what the classifier sees: the pooled VGG16 features for the ``svm`` variant,
-        the global average of the last VGG16 block's output for ``frozen``/``finetune``.
+        the global average of the last VGG16 block's output for ``frozen``/``finetune``, of each image
+        as it is. With test-time views, P(defect) is their mean, as :meth:`predict` gives it (8 more
+        passes, one per view).
         Returns ``(p_defect, embeddings, good_indices, errors)``; undecodable images are left out of
         the first three and listed in ``errors`` (one :class:`BadImageError` each).
         """
@@ -113,8 +124,10 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
                 e_parts.append(np.asarray(tail_out).mean(axis=(1, 2)))
         if not p_parts:
             return np.zeros(0), np.zeros((0, 0), np.float32), good, errors
-        return (np.concatenate(p_parts).astype(np.float64), np.concatenate(e_parts).astype(np.float32),
-                good, errors)
+        p_defect = np.concatenate(p_parts).astype(np.float64)
+        if self.test_time_views > 1:
+            p_defect = self.predict_probabilities(batch)
+        return p_defect, np.concatenate(e_parts).astype(np.float32), good, errors
 
     def predict(self, context, model_input, params=None):
         from mlproject.data.decode import images_to_model_input
@@ -152,7 +165,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
 
 
 def model_config_dict(*, variant: str, image_size: int, class_names, threshold: float, weights: str,
-                      model_version: str, batch_size: int = 32) -> dict:
+                      model_version: str, batch_size: int = 32, test_time_views: int = 1) -> dict:
     return {
         "variant": variant,
         "image_size": int(image_size),
@@ -161,6 +174,7 @@ def model_config_dict(*, variant: str, image_size: int, class_names, threshold: 
         "weights": weights,
         "model_version": model_version,
         "batch_size": int(batch_size),
+        "test_time_views": int(test_time_views),
     }
 
 

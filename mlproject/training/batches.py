@@ -37,6 +37,24 @@ def dihedral_view(images: np.ndarray, view: int) -> np.ndarray:
     return np.ascontiguousarray(turned[:, :, ::-1] if view >= 4 else turned)
 
 
+#: What ``test_time_views`` may be: each image as it is, or the mean over all its dihedral views.
+TEST_TIME_VIEWS = (1, DIHEDRAL_VIEWS)
+
+
+def mean_over_views(predict, images: np.ndarray, views: int) -> np.ndarray:
+    """``predict(batch) -> P(defect) per image``, averaged over the first ``views`` dihedral views.
+
+    With all 8 views the score is the same for an image and any flip or quarter turn of it: a defect
+    at one border is also seen where the network saw such defects in training. Costs ``views``
+    forward passes per image.
+    """
+    if views not in TEST_TIME_VIEWS:
+        raise ValueError(f"test_time_views must be one of {TEST_TIME_VIEWS}, got {views}")
+    if views == 1:
+        return np.asarray(predict(images), dtype=np.float64)
+    return np.mean([np.asarray(predict(dihedral_view(images, v)), dtype=np.float64) for v in range(views)], axis=0)
+
+
 def draw_views(rng: np.random.Generator, n: int) -> np.ndarray:
     """One random view per image; the cached and from-images paths draw them the same way."""
     return rng.integers(DIHEDRAL_VIEWS, size=n)

@@ -13,7 +13,7 @@ from mlproject.models.backbone import describe_weights
 from mlproject.models.variants import build_head_classifier
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
-from mlproject.training.batches import predict_in_batches
+from mlproject.training.batches import TEST_TIME_VIEWS, mean_over_views, predict_in_batches
 from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
 
 
@@ -32,18 +32,25 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         history = train_head_classifier(classifier, prepared.x["train"], prepared.y["train"],
                                         prepared.x["val"], prepared.y["val"], config, on_epoch=mlflow_runs.log_epoch)
         common.log_history(history)
+        views = args.test_time_views
+
+        def score(split):  # as the registered model will: the mean over `views` views of each image
+            return mean_over_views(lambda images: predict_in_batches(classifier.full, images, desc=split)[:, 0],
+                                   prepared.x[split], views)
+
         threshold = args.threshold
         if threshold == "auto":
-            threshold = resolve_threshold(threshold, prepared.y["val"], history["val_p_defect"])
+            p_val = history["val_p_defect"] if views == 1 else score("val")
+            threshold = resolve_threshold(threshold, prepared.y["val"], p_val)
         mlflow.log_metric("operating_threshold", threshold)
-        p_test = predict_in_batches(classifier.full, prepared.x["test"], desc="test")[:, 0]
+        p_test = score("test")
         common.log_test_report(prepared, p_test, threshold)
         with tempfile.TemporaryDirectory() as tmp:
             keras_path = Path(tmp) / "classifier.keras"
             classifier.full.save(keras_path)
             model_config = model_config_dict(variant=variant, image_size=args.image_size,
                                              class_names=prepared.class_names, threshold=threshold,
-                                             weights=args.weights, model_version="")
+                                             weights=args.weights, model_version="", test_time_views=views)
             ref = common.register_model(DefectClassifierModel(), {"keras_model": str(keras_path)}, model_config,
                                         prepared, args, variant)
         common.print_where_to_look(ref)
@@ -59,3 +66,7 @@ def add_head_arguments(parser) -> None:
     group.add_argument("--patience", type=common.integer, default=4, help="early stopping patience on validation loss")
     group.add_argument("--augment", type=common.str2bool, default=False,
                        help="random flips and 90-degree rotations (label-preserving for textures)")
+    group.add_argument("--test-time-views", type=common.integer, default=1, choices=TEST_TIME_VIEWS,
+                       help="score each image as the mean P(defect) over its 8 flip/rotation views (8: "
+                            "8x the inference cost, in the threshold, the test report and the registered "
+                            "model alike; pairs with augment=true) or as it is (1)")

@@ -2,6 +2,7 @@
 
 import subprocess
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -37,9 +38,9 @@ def artifact_paths(client, run_id, folder):
         ("svm", {"pooling": "stats", "feature_layers": "block3_pool,block4_pool"}, None),
         ("frozen", {"epochs": 3, "dense_units": 16}, 3),
         ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16}, 4),
-        # augmentation on cached outputs: all 8 flip/rotation views cached
+        # augmentation on cached outputs: all 8 flip/rotation views cached; scored over the 8 views too
         ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16, "augment": "true",
-                      "cache_frozen_outputs": "true"}, 4),
+                      "cache_frozen_outputs": "true", "test_time_views": 8}, 4),
     ],
     ids=["svm", "frozen", "finetune", "finetune-augmented-cached"],
 )
@@ -73,6 +74,11 @@ def test_training_entry_point_registers_a_challenger(entry_point, extra, epochs,
         assert "training/training_curves.png" in artifact_paths(client, run.info.run_id, "training")
     if entry_point == "finetune":  # warm-up ran its 2 epochs (patience 5), then fine-tuning began
         assert run.data.metrics["warmup_epochs_run"] == 2
+    if entry_point != "svm":  # the registered model scores as the run did
+        views = extra.get("test_time_views", 1)
+        assert run.data.params["test_time_views"] == str(views)
+        model = mlflow.pyfunc.load_model(f"models:/{name}@challenger").unwrap_python_model()
+        assert model.test_time_views == views
 
 
 def test_promote_moves_champion_only_for_a_better_model_and_evaluate_scores_it(tracking_uri, synthetic_data):

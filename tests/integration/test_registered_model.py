@@ -2,18 +2,20 @@
 
 import argparse
 import base64
+import io
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from integrations import mlflow_registry
 from mlproject.data.images import read_bytes
 from mlproject.models.variants import build_feature_extractor, build_head_classifier
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
-from mlproject.training.batches import predict_in_batches
+from mlproject.training.batches import dihedral_view, mean_over_views, predict_in_batches
 from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
 from mlproject.training.svm_training import fit_svm
 
@@ -28,9 +30,9 @@ def training_args(data, name):
                               "--registered-model-name", name])
 
 
-def register_in_process(tmp_path, python_artifacts, prepared, args, variant):
+def register_in_process(tmp_path, python_artifacts, prepared, args, variant, test_time_views=1):
     config = model_config_dict(variant=variant, image_size=SIZE, class_names=prepared.class_names,
-                               threshold=0.5, weights="none", model_version="")
+                               threshold=0.5, weights="none", model_version="", test_time_views=test_time_views)
     with mlflow.start_run():
         ref = common.register_model(DefectClassifierModel(), python_artifacts, config, prepared, args, variant)
     mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
@@ -87,3 +89,37 @@ def test_svm_model_from_registry_matches_in_process_and_isolates_a_broken_image(
     good = out.drop(index=2)
     np.testing.assert_allclose(good["p_defect"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
     assert (good["error"] == "").all()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_model_with_test_time_views_scores_the_mean_over_views_and_every_turn_alike(tmp_path, tracking_uri,
+                                                                                      synthetic_data):
+    # Untrained (random weights): this is about how the registered model scores, not what it learned.
+    args = training_args(synthetic_data, "equivalence-views")
+    prepared = common.prepare_data(args, SIZE)
+    classifier = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8)
+    keras_path = tmp_path / "classifier.keras"
+    classifier.full.save(keras_path)
+    register_in_process(tmp_path, {"keras_model": str(keras_path)}, prepared, args, "finetune", test_time_views=8)
+    model = mlflow.pyfunc.load_model("models:/equivalence-views@champion")
+
+    images = prepared.x["test"][:6]  # already SIZE x SIZE: PNG round trips them exactly
+    one_view = predict_in_batches(classifier.full, images, progress=False)[:, 0]
+    expected = mean_over_views(lambda b: predict_in_batches(classifier.full, b, progress=False)[:, 0], images, 8)
+    out = model.predict(pd.DataFrame({"image": [png_bytes(i) for i in images]}))
+    np.testing.assert_allclose(out["p_defect"].to_numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(expected - one_view).max() > 1e-5  # the views do change the score of this model
+
+    turned = dihedral_view(images, 1)  # a quarter turn: scored as the image itself
+    assert np.abs(predict_in_batches(classifier.full, turned, progress=False)[:, 0] - one_view).max() > 1e-5
+    out_turned = model.predict(pd.DataFrame({"image": [png_bytes(i) for i in turned]}))
+    np.testing.assert_allclose(out_turned["p_defect"].to_numpy(), expected, rtol=1e-5, atol=1e-7)
+
+    p_defect, embeddings, good, errors = model.unwrap_python_model().score_and_embed([png_bytes(i) for i in images])
+    np.testing.assert_allclose(p_defect, expected, rtol=1e-5, atol=1e-7)
+    assert embeddings.shape[0] == len(images) and good == list(range(len(images))) and not errors

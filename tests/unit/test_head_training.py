@@ -12,6 +12,7 @@ from mlproject.training.batches import (
     ImageBatches,
     augment_label_preserving,
     dihedral_view,
+    mean_over_views,
     predict_in_batches,
 )
 from mlproject.training.head_training import (
@@ -142,6 +143,24 @@ def test_dihedral_views_are_the_eight_symmetries():
     np.testing.assert_array_equal(views[0], image)
     with pytest.raises(ValueError, match="view"):
         dihedral_view(image, 8)
+
+
+def test_the_mean_over_all_views_scores_every_flip_and_turn_of_an_image_alike():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 6, 6, 3)).astype(np.float32)
+    weights = rng.normal(size=6 * 6 * 3)
+
+    def predict(batch):  # a score that depends on where things are: not symmetric by itself
+        return 1 / (1 + np.exp(-(batch.reshape(len(batch), -1) @ weights) / 100))
+
+    for view in range(1, DIHEDRAL_VIEWS):
+        turned = dihedral_view(images, view)
+        assert np.abs(mean_over_views(predict, turned, 1) - mean_over_views(predict, images, 1)).max() > 1e-3
+        np.testing.assert_allclose(mean_over_views(predict, turned, 8), mean_over_views(predict, images, 8), atol=1e-12)
+    np.testing.assert_allclose(mean_over_views(predict, images, 8),
+                               np.mean([predict(dihedral_view(images, v)) for v in range(8)], axis=0))
+    with pytest.raises(ValueError, match="test_time_views"):
+        mean_over_views(predict, images, 4)
 
 
 def test_augmented_training_runs_through_images():
