@@ -142,8 +142,10 @@ def main() -> None:
     head = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
     classifier.set_tail_trainable(False)
     tail = {k: np.asarray(classifier.tail.predict(v, batch_size=16, verbose=0)) for k, v in fixed.items()}
-    fixed_views = [fixed["train"]] + [v.astype(np.float32) for v in train_views(args, stored["f_train"])[1:]]
-    tail_views = [tail["train"]] + [np.asarray(classifier.tail.predict(v, batch_size=16, verbose=0))
+    # the other views stay float16 (8 views x 374 images in float32 would take 6 GB more) and are
+    # widened per batch
+    fixed_views = [fixed["train"]] + train_views(args, stored["f_train"])[1:]
+    tail_views = [tail["train"]] + [np.asarray(classifier.tail.predict(v.astype(np.float32), batch_size=16, verbose=0))
                                     for v in fixed_views[1:]]
     weights = balanced_sample_weights(y["train"])
     log = open(args.out, "w")
@@ -151,6 +153,9 @@ def main() -> None:
     def score(model, inputs, phase, epoch, logs):
         p_val = model.predict(inputs["val"], batch_size=16, verbose=0)[:, 0]
         p_test = model.predict(inputs["test"], batch_size=16, verbose=0)[:, 0]
+        record(phase, epoch, logs, p_val, p_test)
+
+    def record(phase, epoch, logs, p_val, p_test):
         threshold = best_balanced_threshold(y["val"], p_val)  # as the entry point picks it
         called = p_test >= threshold
         row = {"phase": phase, "epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
@@ -186,7 +191,7 @@ def main() -> None:
         def __getitem__(self, index):
             idx = self.order[index * 16 : (index + 1) * 16]
             picked = self.rng.integers(len(self.views), size=len(idx))
-            x = np.stack([self.views[v][i] for v, i in zip(picked, idx)])
+            x = np.stack([self.views[v][i] for v, i in zip(picked, idx)]).astype(np.float32)
             return x, y["train"][idx], weights[idx]
 
         def on_epoch_end(self):
@@ -215,17 +220,7 @@ def main() -> None:
             is_val = np.array([r["split"] == "val" for r in csv.DictReader(f)])
         p = np.mean([model.predict(np.load(Path(args.tta_views) / f"view-{v}.npy", mmap_mode="r"), batch_size=16,
                                    verbose=0)[:, 0] for v in range(8)], axis=0)
-        threshold = best_balanced_threshold(y["val"], p[is_val])
-        called = p[~is_val] >= threshold
-        row = {"phase": "finetune-kept-8-views", "epoch": epoch, "threshold": threshold,
-               "test_auc": roc_auc_score(y["test"], p[~is_val]),
-               "test_balanced_accuracy": balanced_accuracy_score(y["test"], called),
-               "test_defects_missed": int((~called & (y["test"] == 1)).sum()),
-               "test_false_alarms": int((called & (y["test"] == 0)).sum()),
-               "seconds": time.perf_counter() - started}
-        log.write(json.dumps(row) + "\n")
-        log.flush()
-        print(json.dumps(row), flush=True)
+        record("finetune-kept-8-views", epoch, {}, p[is_val], p[~is_val])
 
     fit(head, tail, tail_views, args.warmup_epochs, args.lr_head, "warmup")
     classifier.set_tail_trainable(True)
