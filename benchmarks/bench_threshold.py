@@ -79,18 +79,23 @@ def score_split(model, rows: list[dict], batch: int = 16) -> np.ndarray:
     return np.asarray(p)
 
 
-def study(name: str, version: str) -> dict:
+def load_registered(name: str, version: str):
+    """A registered version's run, its loaded pyfunc and the rows of the split its run logged."""
     import mlflow
     from mlflow import MlflowClient
 
-    from mlproject.evaluation.threshold import best_balanced_threshold
-
     client = MlflowClient()
     run = client.get_run(client.get_model_version(name, version).run_id)
-    positive = run.data.params["class_names"].split(",")[1]
     with open(client.download_artifacts(run.info.run_id, "data/split.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return run, mlflow.pyfunc.load_model(f"models:/{name}/{version}"), rows
+
+
+def study(name: str, version: str) -> dict:
+    from mlproject.evaluation.threshold import best_balanced_threshold
+
+    run, model, rows = load_registered(name, version)
+    positive = run.data.params["class_names"].split(",")[1]
     scored = {}
     for split in ("val", "test"):
         part = [r for r in rows if r["split"] == split]

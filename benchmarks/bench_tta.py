@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # run as a script from a checkout
 
-from bench_threshold import operating_point  # noqa: E402
+from bench_threshold import load_registered, operating_point  # noqa: E402
 
 
 def weights_digest(model) -> str:
@@ -47,16 +47,8 @@ def weights_digest(model) -> str:
 
 
 def load_model(spec: str):
-    import mlflow
-    from mlflow import MlflowClient
-
-    name, version = spec.split("/")
-    client = MlflowClient()
-    run = client.get_run(client.get_model_version(name, version).run_id)
-    keras_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().keras_model
-    with open(client.download_artifacts(run.info.run_id, "data/split.csv"), newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] in ("val", "test")]
-    return run, keras_model, rows
+    run, model, rows = load_registered(*spec.split("/"))
+    return run, model.unwrap_python_model().keras_model, [r for r in rows if r["split"] in ("val", "test")]
 
 
 def block4_views(fixed, rows, image_size: int, cache: Path) -> list[np.ndarray]:
