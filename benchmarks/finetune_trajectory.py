@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--tta-views", default=None,
                         help="folder of bench_tta.py's cached views of the val and test images: also score the kept "
                              "model as the mean over the 8 views")
+    parser.add_argument("--kept-only", action="store_true",
+                        help="score the test split only for the models early stopping keeps, not after every epoch "
+                             "(~15%% faster; for checking more seeds)")
     parser.add_argument("--out", required=True, help="JSON lines, one per epoch")
     args = parser.parse_args()
 
@@ -155,16 +158,18 @@ def main() -> None:
         p_test = model.predict(inputs["test"], batch_size=16, verbose=0)[:, 0]
         record(phase, epoch, logs, p_val, p_test)
 
-    def record(phase, epoch, logs, p_val, p_test):
-        threshold = best_balanced_threshold(y["val"], p_val)  # as the entry point picks it
-        called = p_test >= threshold
-        row = {"phase": phase, "epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
-               "val_auc": roc_auc_score(y["val"], p_val), "threshold": threshold,
-               "test_auc": roc_auc_score(y["test"], p_test),
-               "test_balanced_accuracy": balanced_accuracy_score(y["test"], called),
-               "test_defects_missed": int((~called & (y["test"] == 1)).sum()),
-               "test_false_alarms": int((called & (y["test"] == 0)).sum()),
-               "seconds": time.perf_counter() - started}
+    def record(phase, epoch, logs, p_val=None, p_test=None):
+        """One JSON line: the epoch's training logs, and the test scores if given."""
+        row = {"phase": phase, "epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+        if p_val is not None:
+            threshold = best_balanced_threshold(y["val"], p_val)  # as the entry point picks it
+            called = p_test >= threshold
+            row.update({"val_auc": roc_auc_score(y["val"], p_val), "threshold": threshold,
+                        "test_auc": roc_auc_score(y["test"], p_test),
+                        "test_balanced_accuracy": balanced_accuracy_score(y["test"], called),
+                        "test_defects_missed": int((~called & (y["test"] == 1)).sum()),
+                        "test_false_alarms": int((called & (y["test"] == 0)).sum())})
+        row["seconds"] = time.perf_counter() - started
         log.write(json.dumps(row) + "\n")
         log.flush()
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
@@ -175,7 +180,10 @@ def main() -> None:
             self.inputs, self.phase = inputs, phase
 
         def on_epoch_end(self, epoch, logs=None):
-            score(self.model, self.inputs, self.phase, epoch, logs)
+            if args.kept_only:  # the training curves only
+                record(self.phase, epoch, logs)
+            else:
+                score(self.model, self.inputs, self.phase, epoch, logs)
 
     class RandomViewBatches(keras.utils.PyDataset):
         """Each epoch, each training image in one of its cached views, drawn at random."""
