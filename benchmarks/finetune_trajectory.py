@@ -225,10 +225,19 @@ def main() -> None:
         import csv
 
         with open(Path(args.tta_views) / "rows.csv", newline="") as f:
-            is_val = np.array([r["split"] == "val" for r in csv.DictReader(f)])
-        p = np.mean([model.predict(np.load(Path(args.tta_views) / f"view-{v}.npy", mmap_mode="r"), batch_size=16,
-                                   verbose=0)[:, 0] for v in range(8)], axis=0)
+            rows = list(csv.DictReader(f))
+        is_val = np.array([r["split"] == "val" for r in rows])
+        by_view = np.stack([model.predict(np.load(Path(args.tta_views) / f"view-{v}.npy", mmap_mode="r"),
+                                          batch_size=16, verbose=0)[:, 0] for v in range(8)], axis=1)
+        p = by_view.mean(axis=1)
         record("finetune-kept-8-views", epoch, {}, p[is_val], p[~is_val])
+        # each image's scores, so that a miss can be named and looked at
+        with open(Path(args.out).with_suffix(".8-views.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "split", "label", "p_mean", *(f"p_view{v}" for v in range(8))])
+            for row, scores in zip(rows, by_view):
+                writer.writerow([row["image"], row["split"], row["label"], f"{scores.mean():.6f}",
+                                 *(f"{s:.6f}" for s in scores)])
 
     fit(head, tail, tail_views, args.warmup_epochs, args.lr_head, "warmup")
     classifier.set_tail_trainable(True)
