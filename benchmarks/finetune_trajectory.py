@@ -174,7 +174,7 @@ def main() -> None:
         log.flush()
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
-    class ScoreEachEpoch(keras.callbacks.Callback):
+    class RecordEachEpoch(keras.callbacks.Callback):
         def __init__(self, inputs, phase):
             super().__init__()
             self.inputs, self.phase = inputs, phase
@@ -208,7 +208,7 @@ def main() -> None:
     def fit(model, inputs, views, epochs, learning_rate, phase):
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True)
-        callbacks = [stop, ScoreEachEpoch(inputs, phase)]
+        callbacks = [stop, RecordEachEpoch(inputs, phase)]
         if len(views) == 1:
             model.fit(inputs["train"], y["train"], sample_weight=weights, validation_data=(inputs["val"], y["val"]),
                       epochs=epochs, batch_size=16, shuffle=True, verbose=0, callbacks=callbacks)
