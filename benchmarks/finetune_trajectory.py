@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from a checkout
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # run as a script from a checkout
 
 
 def block4_outputs(args) -> dict:
@@ -119,7 +119,8 @@ def main() -> None:
 
     import keras
     import numpy as np
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from bench_threshold import operating_point
+    from sklearn.metrics import roc_auc_score
 
     from mlproject.evaluation.threshold import best_balanced_threshold
     from mlproject.models.layers import global_pool
@@ -162,13 +163,13 @@ def main() -> None:
         """One JSON line: the epoch's training logs, and the test scores if given."""
         row = {"phase": phase, "epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
         if p_val is not None:
-            threshold = best_balanced_threshold(y["val"], p_val)  # as the entry point picks it
-            called = p_test >= threshold
-            row.update({"val_auc": roc_auc_score(y["val"], p_val), "threshold": threshold,
+            # the threshold as the entry point picks it
+            point = operating_point(y["test"], p_test, best_balanced_threshold(y["val"], p_val))
+            row.update({"val_auc": roc_auc_score(y["val"], p_val), "threshold": point["threshold"],
                         "test_auc": roc_auc_score(y["test"], p_test),
-                        "test_balanced_accuracy": balanced_accuracy_score(y["test"], called),
-                        "test_defects_missed": int((~called & (y["test"] == 1)).sum()),
-                        "test_false_alarms": int((called & (y["test"] == 0)).sum())})
+                        "test_balanced_accuracy": point["balanced_accuracy"],
+                        "test_defects_missed": point["defects"] - point["defects_found"],
+                        "test_false_alarms": point["false_alarms"]})
         row["seconds"] = time.perf_counter() - started
         log.write(json.dumps(row) + "\n")
         log.flush()
@@ -235,9 +236,8 @@ def main() -> None:
         with open(Path(args.out).with_suffix(".8-views.csv"), "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image", "split", "label", "p_mean", *(f"p_view{v}" for v in range(8))])
-            for row, scores in zip(rows, by_view):
-                writer.writerow([row["image"], row["split"], row["label"], f"{scores.mean():.6f}",
-                                 *(f"{s:.6f}" for s in scores)])
+            for row, mean, scores in zip(rows, p, by_view):
+                writer.writerow([row["image"], row["split"], row["label"], f"{mean:.6f}", *(f"{s:.6f}" for s in scores)])
 
     fit(head, tail, tail_views, args.warmup_epochs, args.lr_head, "warmup")
     classifier.set_tail_trainable(True)

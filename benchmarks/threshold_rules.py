@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from a checkout
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # run as a script from a checkout
 
+from bench_threshold import operating_point  # noqa: E402
 from mlproject.evaluation.threshold import best_balanced_threshold, logit  # noqa: E402
 
 
@@ -75,14 +76,10 @@ def main() -> None:
         p = np.array([float(r[args.column]) for r in rows])
         val, test = split == "val", split == "test"
         for name, rule in RULES.items():
-            threshold = rule(y[val], p[val])
-            called = p[test] >= threshold
-            missed = int((~called & (y[test] == 1)).sum())
-            alarms = int((called & (y[test] == 0)).sum())
-            recall = 1 - missed / max(1, int(y[test].sum()))
-            specificity = 1 - alarms / max(1, int((y[test] == 0).sum()))
-            print(f"{path} [{args.column}] {name}: threshold {threshold:.4f}, test balanced accuracy "
-                  f"{(recall + specificity) / 2:.3f}, defects missed {missed}, false alarms {alarms}")
+            point = operating_point(y[test], p[test], rule(y[val], p[val]))
+            print(f"{path} [{args.column}] {name}: threshold {point['threshold']:.4f}, test balanced accuracy "
+                  f"{point['balanced_accuracy']:.3f}, defects missed {point['defects'] - point['defects_found']}, "
+                  f"false alarms {point['false_alarms']}")
 
 
 if __name__ == "__main__":
