@@ -83,6 +83,28 @@ def train_views(args, first_view):
     return views
 
 
+def test_time_view_cache(args) -> None:
+    """``--tta-views``: the frozen blocks' outputs for the 8 views of the validation and test images.
+
+    ``bench_tta.py`` builds this folder from a registered model; on a machine that has none (a fresh
+    one), it is built here from the same backbone, with the same function and layout.
+    """
+    folder = Path(args.tta_views)
+    if (folder / "rows.csv").exists() and all((folder / f"view-{v}.npy").exists() for v in range(8)):
+        return
+    from bench_tta import block4_views
+
+    from mlproject.models.variants import build_head_classifier
+    from mlproject.training import common
+
+    prepared = common.prepare_data(data_arguments(args), args.image_size)
+    classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1, pooling=args.pooling)
+    # val then test, each in the order of the split's arrays (the labels come from those arrays)
+    rows = [{"image": record.path, "split": name, "label": record.label}
+            for name in ("val", "test") for record in prepared.kept[name]]
+    block4_views(classifier.fixed, rows, args.image_size, folder)
+
+
 def data_arguments(args) -> argparse.Namespace:
     return argparse.Namespace(data=args.data, layout="auto", pattern=args.pattern, positive_label="defect",
                               split_seed=args.split_seed, val_fraction=0.15, test_fraction=0.2,
@@ -149,6 +171,8 @@ def main() -> None:
     # the other views stay float16 (8 views x 374 images in float32 would take 6 GB more) and are
     # widened per batch
     fixed_views = [fixed["train"]] + train_views(args, stored["f_train"])[1:]
+    if args.tta_views:
+        test_time_view_cache(args)
     tail_views = [tail["train"]] + [np.asarray(classifier.tail.predict(v.astype(np.float32), batch_size=16, verbose=0))
                                     for v in fixed_views[1:]]
     weights = balanced_sample_weights(y["train"])
