@@ -34,12 +34,9 @@ def block4_outputs(args) -> dict:
     if cache.exists():
         stored = np.load(cache)
         return {key: stored[key] for key in stored.files}
-    from mlproject.models.variants import build_head_classifier
-    from mlproject.training import common
     from mlproject.training.batches import predict_in_batches
 
-    prepared = common.prepare_data(data_arguments(args), args.image_size)
-    classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1, pooling=args.pooling)
+    prepared, classifier = split_and_backbone(args)
     out = {}
     for name in ("train", "val", "test"):
         out[f"f_{name}"] = predict_in_batches(classifier.fixed, prepared.x[name], desc=name).astype(np.float16)
@@ -69,14 +66,10 @@ def train_views(args, first_view):
     for view in VIEW_ORDER[1 : args.train_views]:
         path = Path(args.cache).with_suffix(f".view-{view}.npy")
         if not path.exists():
-            if prepared is None:
-                from mlproject.models.variants import build_head_classifier
-                from mlproject.training import common
-                from mlproject.training.batches import dihedral_view, predict_in_batches
+            from mlproject.training.batches import dihedral_view, predict_in_batches
 
-                prepared = common.prepare_data(data_arguments(args), args.image_size)
-                classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1,
-                                                   pooling=args.pooling)
+            if prepared is None:
+                prepared, classifier = split_and_backbone(args)
             images = dihedral_view(prepared.x["train"], view)
             np.save(path, predict_in_batches(classifier.fixed, images, desc=f"train view {view}").astype(np.float16))
         views.append(np.load(path))
@@ -94,15 +87,20 @@ def test_time_view_cache(args) -> None:
         return
     from bench_tta import block4_views
 
-    from mlproject.models.variants import build_head_classifier
-    from mlproject.training import common
-
-    prepared = common.prepare_data(data_arguments(args), args.image_size)
-    classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=1, pooling=args.pooling)
+    prepared, classifier = split_and_backbone(args)
     # val then test, each in the order of the split's arrays (the labels come from those arrays)
     rows = [{"image": record.path, "split": name, "label": record.label}
             for name in ("val", "test") for record in prepared.kept[name]]
     block4_views(classifier.fixed, rows, args.image_size, folder)
+
+
+def split_and_backbone(args):
+    """The split's decoded images and the `finetune` classifier whose frozen blocks make the caches."""
+    from mlproject.models.variants import build_head_classifier
+    from mlproject.training import common
+
+    prepared = common.prepare_data(data_arguments(args), args.image_size)
+    return prepared, build_head_classifier(args.weights, args.image_size, trainable_blocks=1, pooling=args.pooling)
 
 
 def data_arguments(args) -> argparse.Namespace:
