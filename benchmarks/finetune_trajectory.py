@@ -142,7 +142,7 @@ def main() -> None:
     from bench_threshold import operating_point
     from sklearn.metrics import roc_auc_score
 
-    from mlproject.evaluation.threshold import best_balanced_threshold
+    from mlproject.evaluation.threshold import resolve_threshold
     from mlproject.models.layers import global_pool
     from mlproject.models.variants import build_head_classifier
     from mlproject.training.head_training import balanced_sample_weights
@@ -186,7 +186,7 @@ def main() -> None:
         row = {"phase": phase, "epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
         if p_val is not None:
             # the threshold as the entry point picks it
-            point = operating_point(y["test"], p_test, best_balanced_threshold(y["val"], p_val))
+            point = operating_point(y["test"], p_test, resolve_threshold("auto", y["val"], p_val))
             row.update({"val_auc": roc_auc_score(y["val"], p_val), "threshold": point["threshold"],
                         "test_auc": roc_auc_score(y["test"], p_test),
                         "test_balanced_accuracy": point["balanced_accuracy"],

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from mlproject.evaluation.threshold import best_balanced_threshold, logit, parse_threshold, resolve_threshold
+from mlproject.evaluation.threshold import (
+    best_balanced_threshold,
+    density_crossing_threshold,
+    logit,
+    parse_threshold,
+    resolve_threshold,
+)
 
 
 def test_imbalanced_calibrated_scores_get_a_threshold_below_half():
@@ -52,3 +58,43 @@ def test_parse_and_resolve():
     with pytest.raises(ValueError, match="between 0 and 1"):
         parse_threshold("1.5")
     assert resolve_threshold(0.7, [0, 1], [0.1, 0.9]) == 0.7
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+def test_auto_puts_the_threshold_where_the_fitted_class_densities_cross():
+    # Tight normals around logit -4 (sd 0.5), spread defects around +4 (sd 2): separated, but the
+    # defects' spread says a harder defect is more likely than a harder normal.
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(-4, 0.5, 60), rng.normal(4, 2, 12)])
+    y = np.array([0] * 60 + [1] * 12)
+    normal, defect = z[y == 0], z[y == 1]
+    m0, s0, m1, s1 = normal.mean(), normal.std(ddof=1), defect.mean(), defect.std(ddof=1)
+    threshold = resolve_threshold("auto", y, sigmoid(z))
+    t = logit(threshold)
+    density = lambda x, m, s: np.exp(-((x - m) ** 2) / (2 * s**2)) / s  # noqa: E731
+    assert m0 < t < m1
+    assert density(t, m0, s0) == pytest.approx(density(t, m1, s1), rel=1e-6)
+    # nearer the tight normals than the middle of the gap, the widest-gap rule's answer
+    assert t < logit(best_balanced_threshold(y, sigmoid(z)))
+    assert ((sigmoid(z) >= threshold) == (y == 1)).all()
+
+
+def test_equal_spreads_cross_halfway_between_the_means():
+    z = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    assert logit(density_crossing_threshold(y, sigmoid(z))) == pytest.approx(0.0, abs=1e-6)
+    z = np.array([-5.0, -4.0, -3.0, 1.0, 2.0, 3.0])  # same spreads, means -4 and 2
+    assert logit(density_crossing_threshold(y, sigmoid(z))) == pytest.approx(-1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("y", "p"), [
+    ([0, 0, 0, 1], [0.1, 0.2, 0.3, 0.9]),                  # one validation defect: no spread to fit
+    ([0, 0, 1, 1], [0.2, 0.2, 0.8, 0.9]),                  # normals all alike: no spread
+    ([0, 0, 0, 1, 1, 1], [0.6, 0.7, 0.8, 0.1, 0.2, 0.3]),  # defects score lower: an inverted model
+    ([0, 0, 0], [0.1, 0.2, 0.3]),                          # one class
+])
+def test_auto_falls_back_to_the_best_balanced_threshold_where_the_fit_says_nothing(y, p):
+    assert density_crossing_threshold(y, p) == best_balanced_threshold(y, p)
