@@ -76,7 +76,7 @@ def train_views(args, first_view):
     return views
 
 
-def test_time_view_cache(args) -> None:
+def tta_view_cache(args) -> None:
     """``--tta-views``: the frozen blocks' outputs for the 8 views of the validation and test images.
 
     ``bench_tta.py`` builds this folder from a registered model; on a machine that has none (a fresh
@@ -170,7 +170,7 @@ def main() -> None:
     # widened per batch
     fixed_views = [fixed["train"]] + train_views(args, stored["f_train"])[1:]
     if args.tta_views:
-        test_time_view_cache(args)
+        tta_view_cache(args)
     tail_views = [tail["train"]] + [np.asarray(classifier.tail.predict(v.astype(np.float32), batch_size=16, verbose=0))
                                     for v in fixed_views[1:]]
     weights = balanced_sample_weights(y["train"])
