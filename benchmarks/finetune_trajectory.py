@@ -66,9 +66,9 @@ def train_views(args, first_view):
     for view in VIEW_ORDER[1 : args.train_views]:
         path = Path(args.cache).with_suffix(f".view-{view}.npy")
         if not path.exists():
-            from mlproject.training.batches import dihedral_view, predict_in_batches
-
             if prepared is None:
+                from mlproject.training.batches import dihedral_view, predict_in_batches
+
                 prepared, classifier = split_and_backbone(args)
             images = dihedral_view(prepared.x["train"], view)
             np.save(path, predict_in_batches(classifier.fixed, images, desc=f"train view {view}").astype(np.float16))
