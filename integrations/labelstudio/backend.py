@@ -8,7 +8,11 @@ Settings come from flags, else environment variables: ``ALLOOP_MODEL_NAME``, ``M
 ``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``, ``LOCAL_FILES_DOCUMENT_ROOT``, ``ALLOOP_ALLOWED_ROOTS``
 (``os.pathsep``-separated), ``ALLOOP_BACKEND_BASIC_AUTH_USER``/``_PASSWORD``, ``ALLOOP_REFRESH_SECONDS``
 (default 30), ``ALLOOP_CHOICES_FROM_NAME``, ``ALLOOP_LABEL_MAP`` (``ok=Good,defect=Scratch`` or JSON),
-``ALLOOP_ALLOW_EXTERNAL_URLS``.
+``ALLOOP_ALLOW_EXTERNAL_URLS``, ``ALLOOP_MAX_IMAGE_BYTES`` (64 MiB), ``ALLOOP_MAX_REQUEST_BYTES`` (512 MiB
+of encoded images held by one request at a time), ``ALLOOP_BACKEND_NO_AUTH``.
+
+It listens on 127.0.0.1 unless ``--host`` says otherwise, and refuses another address without basic
+auth unless ``--no-auth`` is given (then it logs a warning).
 
 Endpoints (the protocol Label Studio 1.23 speaks): ``GET /health``, ``POST /setup``,
 ``POST /predict``, ``POST /webhook``, ``GET /versions``. The model is ``models:/NAME@champion``:
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ipaddress
 import json
 import logging
 import math
@@ -29,26 +34,25 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from integrations.labelstudio.images import ImageFetcher, fetch_all
-from integrations.labelstudio.label_config import (
-    ChoicesTarget,
-    LabelConfigError,
-    empty_result,
-    map_classes,
-    parse_choices_target,
-    prediction_result,
+from integrations.labelstudio.follower import ProjectFollower
+from integrations.labelstudio.images import DEFAULT_MAX_BYTES, ImageFetcher
+from integrations.labelstudio.label_config import LabelConfigError, map_classes
+from integrations.labelstudio.predictions import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    NO_CHAMPION,
+    PredictLimits,
+    predict_tasks,
+    target_for,
 )
 
 logger = logging.getLogger("alloop.backend")
 
 MODEL_CLASS = "alloop"
-NO_CHAMPION = "no-champion"
 DEFAULT_CLASS_NAMES = ("ok", "defect")
 SETUP_WAIT_SECONDS = 2.0  # Label Studio gives /setup 3 s
 
@@ -60,6 +64,19 @@ SETUP_WAIT_SECONDS = 2.0  # Label Studio gives /setup 3 s
 
 def _truthy(value: str | None) -> bool:
     return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _bytes(env, name: str, default: int) -> int:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number of bytes") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive number of bytes, got {value}")
+    return value
 
 
 def parse_label_map(text: str | None) -> dict[str, str]:
@@ -98,6 +115,15 @@ class BackendSettings:
     from_name: str | None = None
     label_map: dict[str, str] = field(default_factory=dict)
     allow_external_urls: bool = False
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+    def __post_init__(self):
+        self.limits.check(self.max_image_bytes)
+
+    @property
+    def limits(self) -> PredictLimits:
+        return PredictLimits(max_request_bytes=self.max_request_bytes)
 
     @property
     def basic_auth(self) -> bool:
@@ -120,6 +146,8 @@ class BackendSettings:
             "from_name": env.get("ALLOOP_CHOICES_FROM_NAME") or None,
             "label_map": parse_label_map(env.get("ALLOOP_LABEL_MAP")),
             "allow_external_urls": _truthy(env.get("ALLOOP_ALLOW_EXTERNAL_URLS")),
+            "max_image_bytes": _bytes(env, "ALLOOP_MAX_IMAGE_BYTES", DEFAULT_MAX_BYTES),
+            "max_request_bytes": _bytes(env, "ALLOOP_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -282,79 +310,6 @@ class ChampionHolder:
 
 
 # ---------------------------------------------------------------------------------------------
-# Predictions
-# ---------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def _target_for(label_config: str, from_name: str | None) -> ChoicesTarget:
-    return parse_choices_target(label_config, from_name)
-
-
-def _task_id(task: Any) -> Any:
-    return task.get("id") if isinstance(task, dict) else None
-
-
-def predict_tasks(tasks: list, label_config: str | None, champion: Champion | None, fetcher: ImageFetcher,
-                  settings: BackendSettings, reason_no_champion: str = "") -> list[dict]:
-    """Exactly one result per task, in order; the fetched images go through the model in one call."""
-    if champion is None:
-        if tasks:
-            logger.error("predict: %d task(s) get empty results: no champion (%s)", len(tasks), reason_no_champion)
-        return [empty_result(NO_CHAMPION) for _ in tasks]
-    version = champion.version
-    results = [empty_result(version) for _ in tasks]
-    if not tasks:
-        return results
-    try:
-        if not label_config:
-            raise LabelConfigError("the request carries no label_config and /setup sent none for this project")
-        target = _target_for(str(label_config), settings.from_name)
-        choice_of = map_classes(list(champion.class_names), target.choices, settings.label_map)
-    except LabelConfigError as exc:
-        logger.error("predict: %d task(s) get empty results: the labeling config cannot be served: %s",
-                     len(tasks), exc)
-        return results
-
-    urls = [((task.get("data") if isinstance(task, dict) else None) or {}).get(target.image_value_key)
-            for task in tasks]
-    good = []
-    for index, (content, error) in enumerate(fetch_all(fetcher, urls, image_key=target.image_value_key)):
-        if error:
-            logger.error("predict: task %s: image not read: %s", _task_id(tasks[index]), error)
-        else:
-            good.append((index, content))
-    if not good:
-        return results
-
-    import pandas as pd
-
-    started = time.monotonic()
-    try:
-        output = champion.model.predict(pd.DataFrame({"image": [content for _, content in good]}))
-    except Exception as exc:
-        logger.error("predict: the model %s failed on a batch of %d: %s: %s", version, len(good),
-                     exc.__class__.__name__, str(exc)[:300])
-        return results
-    logger.info("predict: %d image(s) through %s in %.2f s", len(good), version, time.monotonic() - started)
-    negative, positive = champion.class_names
-    for (index, _), row in zip(good, output.to_dict("records")):
-        task_id = _task_id(tasks[index])
-        p_defect = row.get("p_defect")
-        label = row.get("label") or ""
-        if p_defect is None or (isinstance(p_defect, float) and math.isnan(p_defect)) or not label:
-            logger.error("predict: task %s: image not decoded: %s", task_id, row.get("error") or "no prediction")
-            continue
-        if label not in choice_of:
-            logger.error("predict: task %s: the model's label %r has no choice in the labeling config", task_id, label)
-            continue
-        p_defect = float(p_defect)
-        score = p_defect if label == positive else 1.0 - p_defect
-        results[index] = prediction_result(target, choice_of[label], score, version)
-    return results
-
-
-# ---------------------------------------------------------------------------------------------
 # The app
 # ---------------------------------------------------------------------------------------------
 
@@ -393,57 +348,6 @@ def list_versions(name: str) -> list[str]:
     return [f"{name}/{v}" for v in sorted((int(v.version) for v in versions))]
 
 
-class ProjectFollower:
-    """Keeps each calling project's ``model_version`` equal to the champion's after a swap.
-
-    Label Studio's data manager scores tasks by the predictions of the project's model_version, and
-    accepts only a version it has seen from a connected backend: listing the project's backends makes
-    it call our ``/setup`` (which answers the new version) before the project is updated.
-    Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY; without them it says what to run instead.
-    """
-
-    def __init__(self, settings: BackendSettings, projects: set[int]):
-        self.settings, self.projects = settings, projects
-        self._client = None
-
-    def saw(self, project) -> None:
-        """``project`` as Label Studio sends it: ``"<id>.<created timestamp>"``, or an id."""
-        head = str(project or "").split(".", 1)[0]
-        if head.isdigit():
-            self.projects.add(int(head))
-
-    def __call__(self, champion: Champion) -> None:
-        if not self.projects:
-            return
-        if not (self.settings.label_studio_url and self.settings.label_studio_api_key):
-            logger.warning("projects %s keep their model_version: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
-                           "for the backend, or run `alloop predict`", sorted(self.projects))
-            return
-        from integrations.labelstudio.project import Connection, connect, set_model_version
-
-        for project_id in sorted(self.projects):
-            try:
-                if self._client is None:  # checked once: a wrong URL or token is logged with advice
-                    self._client = connect(Connection(self.settings.label_studio_url,
-                                                      self.settings.label_studio_api_key, None))
-                self._client.ml.list(project=project_id)  # Label Studio re-reads our /setup
-                state = set_model_version(self._client, project_id, champion.version)
-                if state == "pending":
-                    # Label Studio accepts a version only once a prediction of it exists: ask for one
-                    # (it calls our /predict), then set it. The other tasks get theirs when opened, or
-                    # all at once from `alloop predict`.
-                    first = next(iter(self._client.tasks.list(project=project_id, page_size=1,
-                                                              fields="task_only")), None)
-                    if first is not None:
-                        self._client.actions.create(id="retrieve_tasks_predictions", project=project_id,
-                                                    selected_items={"all": False, "included": [first.id]})
-                        state = set_model_version(self._client, project_id, champion.version)
-                logger.info("project %s: model_version %s (%s)", project_id, champion.version, state)
-            except Exception as exc:  # noqa: BLE001 — never let this take the backend down
-                logger.error("project %s: could not set model_version %s: %s: %s", project_id, champion.version,
-                             exc.__class__.__name__, str(exc)[:200])
-
-
 def watch_champion(holder: ChampionHolder, stop: threading.Event | None = None) -> threading.Thread:
     """Re-read the alias every ``refresh_seconds`` even when no request comes (a daemon thread)."""
     stop = stop or threading.Event()
@@ -465,13 +369,13 @@ def create_app(settings: BackendSettings, *, holder: ChampionHolder | None = Non
     """
     if not settings.model_name:
         raise ValueError("no model name: pass --model-name or set ALLOOP_MODEL_NAME")
-    projects: set[int] = set()  # Label Studio projects that called us (from /setup and /predict)
-    follower = ProjectFollower(settings, projects)
+    follower = ProjectFollower(settings.label_studio_url, settings.label_studio_api_key)
     holder = holder or ChampionHolder(settings.model_name, settings.refresh_seconds,
                                       tracking_uri=settings.tracking_uri, on_change=follower)
     fetcher = fetcher or ImageFetcher(settings.document_root, settings.label_studio_url,
                                       settings.label_studio_api_key, settings.allowed_roots,
-                                      allow_external=settings.allow_external_urls)
+                                      allow_external=settings.allow_external_urls,
+                                      max_bytes=settings.max_image_bytes)
     schemas: dict[str, str] = {}  # project uid -> label config, from /setup
     if load_now:
         holder.current(force=True)
@@ -479,6 +383,7 @@ def create_app(settings: BackendSettings, *, holder: ChampionHolder | None = Non
     app = FastAPI(title="alloop ML backend", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder = holder
     app.state.settings = settings
+    app.state.follower = follower
 
     if settings.basic_auth:
         user, password = settings.basic_auth_user, settings.basic_auth_password
@@ -519,7 +424,7 @@ def create_app(settings: BackendSettings, *, holder: ChampionHolder | None = Non
             version = champion.version
         if schema:
             try:
-                target = _target_for(str(schema), settings.from_name)
+                target = target_for(str(schema), settings.from_name)
                 if champion is not None:
                     map_classes(list(champion.class_names), target.choices, settings.label_map)
             except LabelConfigError as exc:
@@ -539,7 +444,9 @@ def create_app(settings: BackendSettings, *, holder: ChampionHolder | None = Non
         label_config = body.get("label_config") or schemas.get(str(body.get("project") or ""))
         follower.saw(body.get("project"))
         champion = holder.current()  # waits for a due refresh or a load /setup started
-        results = predict_tasks(tasks, label_config, champion, fetcher, settings, holder.message)
+        results = predict_tasks(tasks, label_config, champion, fetcher, from_name=settings.from_name,
+                                label_map=settings.label_map, reason_no_champion=holder.message,
+                                limits=settings.limits)
         return {"results": results}
 
     @app.post("/webhook")
@@ -588,17 +495,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--document-root", default=None, help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT")
     parser.add_argument("--from-name", default=None, help="the <Choices> tag to fill (ALLOOP_CHOICES_FROM_NAME)")
     parser.add_argument("--log-level", default=os.environ.get("ALLOOP_LOG_LEVEL", "info"))
+    parser.add_argument("--no-auth", action="store_true", default=_truthy(os.environ.get("ALLOOP_BACKEND_NO_AUTH")),
+                        help="allow listening on a non-loopback address without basic auth (ALLOOP_BACKEND_NO_AUTH)")
     return parser.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def check_exposure(host: str, basic_auth: bool, no_auth: bool) -> str | None:
+    """Refuse (SystemExit) to serve everyone on the network unasked; the warning to log when asked."""
+    if is_loopback(host) or basic_auth:
+        return None
+    if not no_auth:
+        raise SystemExit(
+            f"error: refusing to listen on {host} without authentication: anyone who can reach it could read "
+            "predictions and make the backend fetch images with its Label Studio credentials. Set "
+            "ALLOOP_BACKEND_BASIC_AUTH_USER and ALLOOP_BACKEND_BASIC_AUTH_PASSWORD (and the same user/password "
+            "in Label Studio's model settings), or pass --no-auth if the network is yours alone.")
+    return (f"listening on {host} WITHOUT authentication (--no-auth): anyone who can reach this port can use "
+            "the backend")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import mlflow
-    import uvicorn
-
-    from integrations import mlflow_registry
-
     try:
         settings = BackendSettings.from_env(model_name=args.model_name or None, tracking_uri=args.tracking_uri,
                                             refresh_seconds=args.refresh_seconds, document_root=args.document_root,
@@ -607,12 +534,20 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     if not settings.model_name:
         raise SystemExit("error: no model name: pass --model-name or set ALLOOP_MODEL_NAME")
+    if bool(settings.basic_auth_user) != bool(settings.basic_auth_password):
+        raise SystemExit("error: set both ALLOOP_BACKEND_BASIC_AUTH_USER and ALLOOP_BACKEND_BASIC_AUTH_PASSWORD")
+    warning = check_exposure(args.host, settings.basic_auth, args.no_auth)  # before anything slow is loaded
+    if warning:
+        logger.warning("%s", warning)
+    import mlflow
+    import uvicorn
+
+    from integrations import mlflow_registry
+
     if settings.tracking_uri:
         mlflow.set_tracking_uri(settings.tracking_uri)
     else:
         settings.tracking_uri = mlflow_registry.configure_tracking()
-    if bool(settings.basic_auth_user) != bool(settings.basic_auth_password):
-        raise SystemExit("error: set both ALLOOP_BACKEND_BASIC_AUTH_USER and ALLOOP_BACKEND_BASIC_AUTH_PASSWORD")
     logger.info("alloop backend: %s", settings)  # secrets are repr=False
     app = create_app(settings)
     watch_champion(app.state.holder)

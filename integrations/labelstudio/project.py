@@ -47,6 +47,16 @@ def connection_from_env(url: str | None = None, api_key: str | None = None,
     return Connection(url.rstrip("/"), api_key, document_root)
 
 
+def sdk_error(exc: Exception, *, body: bool = True) -> str:
+    """An SDK error in one short line: its status and body, never the response headers it carries
+    (``str(ApiError)`` prints them, cookies included)."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        return f"{exc.__class__.__name__}: {str(exc)[:200]}"
+    detail = getattr(exc, "body", None) if body else None
+    return f"HTTP {status}" + (f": {str(detail)[:200]}" if detail else "")
+
+
 def connect(connection: Connection):
     """An SDK client whose token is checked now, so a wrong URL or token fails with advice."""
     from label_studio_sdk.client import LabelStudio
@@ -63,7 +73,7 @@ def connect(connection: Connection):
         client.users.whoami()
     except Exception as exc:  # the SDK raises ApiError (401) or a token-refresh error
         raise LabelStudioError(
-            f"Label Studio at {connection.url} refused the API key ({str(exc)[:120]}). "
+            f"Label Studio at {connection.url} refused the API key ({sdk_error(exc, body=False)}). "
             "Use a personal access token from Account & Settings, or `alloop labelstudio env`."
         ) from None
     return client
@@ -169,7 +179,7 @@ def ensure_ml_backend(client, project_id: int, url: str, *, title: str = BACKEND
         backend = client.ml.create(project=project_id, url=url, title=title, is_interactive=False, **kwargs)
     except Exception as exc:
         raise LabelStudioError(
-            f"Label Studio could not connect the ML backend at {url}: {str(exc)[:300]}. Is it running "
+            f"Label Studio could not connect the ML backend at {url}: {sdk_error(exc)}. Is it running "
             "(`alloop serve`)? Label Studio must allow local backends (ML_BLOCK_LOCAL_IP=false, "
             "SSRF_PROTECTION_ENABLED=false; `alloop labelstudio start` sets both)."
         ) from None

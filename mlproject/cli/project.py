@@ -85,6 +85,8 @@ def serve(
     refresh_seconds: float = typer.Option(30.0, envvar="ALLOOP_REFRESH_SECONDS",
                                           help="re-read the champion alias at most this often"),
     log_level: str = typer.Option("info"),
+    no_auth: bool = typer.Option(False, "--no-auth", envvar="ALLOOP_BACKEND_NO_AUTH",
+                                 help="listen on a non-loopback --host without basic auth (refused otherwise)"),
 ):
     """Run the ML backend: Label Studio gets the champion's predictions as pre-annotations.
 
@@ -104,4 +106,6 @@ def serve(
             str(refresh_seconds), "--log-level", log_level]
     if document_root:
         args += ["--document-root", document_root]
+    if no_auth:
+        args.append("--no-auth")
     backend_main(args)

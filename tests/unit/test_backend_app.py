@@ -28,10 +28,12 @@ class FakeModel:
     def __init__(self, version):
         self.version = version
         self.calls = []
+        self.frames = []
         self.release = None  # an Event: predict waits for it (to hold a request in flight)
 
     def predict(self, frame):
         self.calls.append(len(frame))
+        self.frames.append(frame.copy())
         if self.release is not None:
             self.release.wait(5)
         p, errors = [], []
@@ -254,3 +256,98 @@ def test_settings_from_env_hide_secrets():
     assert settings.label_map == {"ok": "Good"}
     assert "key-xyz" not in repr(settings) and "pw-xyz" not in repr(settings)
     assert BackendSettings.from_env({}, model_name="x").refresh_seconds == 30
+
+
+@pytest.mark.parametrize("bad_task, why", [
+    ({"id": 21, "data": "a string"}, "'data' is a str, not an object"),
+    ({"id": 22, "data": ["a", "list"]}, "'data' is a list"),
+    ({"id": 23, "data": 7}, "'data' is a int"),
+    ({"id": 24}, "'data' is missing"),
+    ({"id": 25, "data": {"image": ["x"]}}, "'image' is a list, not a URL"),
+    ("not a task", "the task is a str"),
+    (None, "the task is a NoneType"),
+])
+def test_a_task_whose_data_is_not_an_object_gets_an_empty_result_and_the_others_their_predictions(
+        registry, clock, docroot, caplog, bad_task, why):
+    registry.alias = "1"
+    client, _ = make_client(registry, clock, docroot)
+    with caplog.at_level(logging.ERROR, "alloop.backend"):
+        response = client.post("/predict", json={"tasks": [task(1, "a.png"), bad_task, task(3, "b.png")],
+                                                 "label_config": CONFIG})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 3 and results[1] == {"result": [], "score": 0, "model_version": "m/1"}
+    assert [r["result"][0]["value"]["choices"] for r in (results[0], results[2])] == [["Defective"], ["Good"]]
+    assert why in caplog.text
+
+
+def test_images_are_named_by_task_when_they_reach_the_model(registry, clock, docroot):
+    registry.alias = "1"
+    client, _ = make_client(registry, clock, docroot)
+    client.post("/predict", json={"tasks": [task(31, "a.png"), task(32, "broken.png")], "label_config": CONFIG})
+    frame = registry.models["m/1"].frames[-1]
+    assert list(frame["source"]) == ["task 31", "task 32"]
+
+
+def test_one_request_holds_a_bounded_number_of_image_bytes(registry, clock, tmp_path):
+    """50 tasks of 1,000-byte images with a 5,000-byte cap: several model calls, none over the cap."""
+    from integrations.labelstudio.images import FETCH_THREADS
+
+    (tmp_path / "big.png").write_bytes(b"0.9".ljust(1000))
+    registry.alias = "1"
+    client, _ = make_client(registry, clock, tmp_path, max_image_bytes=1000, max_request_bytes=FETCH_THREADS * 1250)
+    results = client.post("/predict", json={"tasks": [task(i, "big.png") for i in range(50)],
+                                            "label_config": CONFIG}).json()["results"]
+    assert len(results) == 50 and all(r["result"] for r in results)
+    frames = registry.models["m/1"].frames
+    assert len(frames) > 1 and sum(len(f) for f in frames) == 50
+    assert max(sum(len(raw) for raw in f["image"]) for f in frames) <= FETCH_THREADS * 1250
+
+
+def test_an_image_over_the_per_image_limit_is_refused_by_task(registry, clock, tmp_path, caplog):
+    (tmp_path / "a.png").write_bytes(b"0.9")
+    (tmp_path / "huge.png").write_bytes(b"0.9".ljust(2000))
+    registry.alias = "1"
+    client, _ = make_client(registry, clock, tmp_path, max_image_bytes=1000, max_request_bytes=8000)
+    with caplog.at_level(logging.ERROR, "alloop.backend"):
+        results = client.post("/predict", json={"tasks": [task(41, "huge.png"), task(42, "a.png")],
+                                                "label_config": CONFIG}).json()["results"]
+    assert results[0]["result"] == [] and results[1]["result"]
+    assert "task 41: image not read" in caplog.text and "byte limit" in caplog.text
+
+
+def test_request_cap_below_the_parallel_reads_is_a_settings_error():
+    with pytest.raises(ValueError, match="ALLOOP_MAX_REQUEST_BYTES"):
+        BackendSettings(model_name="m", max_image_bytes=1000, max_request_bytes=1000)
+    with pytest.raises(ValueError, match="ALLOOP_MAX_REQUEST_BYTES='lots'"):
+        BackendSettings.from_env({"ALLOOP_MAX_REQUEST_BYTES": "lots"})
+
+
+@pytest.mark.parametrize("host, auth, no_auth, outcome", [
+    ("127.0.0.1", False, False, None), ("localhost", False, False, None), ("::1", False, False, None),
+    ("127.0.0.2", False, False, None), ("0.0.0.0", True, False, None), ("10.1.2.3", True, False, None),
+    ("0.0.0.0", False, False, SystemExit), ("::", False, False, SystemExit), ("myhost", False, False, SystemExit),
+    ("192.168.1.5", False, False, SystemExit), ("0.0.0.0", False, True, "WITHOUT authentication"),
+])
+def test_listening_beyond_loopback_needs_auth_or_an_explicit_no_auth(host, auth, no_auth, outcome):
+    from integrations.labelstudio.backend import check_exposure
+
+    if outcome is SystemExit:
+        with pytest.raises(SystemExit, match="refusing to listen .* without authentication.*--no-auth"):
+            check_exposure(host, auth, no_auth)
+    elif outcome is None:
+        assert check_exposure(host, auth, no_auth) is None
+    else:
+        assert outcome in check_exposure(host, auth, no_auth)
+
+
+def test_only_label_studio_project_uids_are_remembered_for_following():
+    from integrations.labelstudio.follower import MAX_PROJECTS, ProjectFollower
+
+    follower = ProjectFollower("http://127.0.0.1:1", "key")
+    for project in ("7", 7, "abc.1", "7.x", "", None, "../1.2", "3.1700000000"):
+        follower.saw(project)
+    assert follower.projects == [3]
+    for i in range(MAX_PROJECTS + 50):
+        follower.saw(f"{1000 + i}.1")
+    assert len(follower.projects) == MAX_PROJECTS

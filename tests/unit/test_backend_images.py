@@ -82,9 +82,11 @@ def test_plain_paths_and_file_urls_only_under_allowed_roots(layout):
 
 def test_unsupported_and_foreign_urls(layout):
     f = fetcher_for(layout, url="http://127.0.0.1:1")
-    with pytest.raises(ImageFetchError, match="s3:// scheme is not supported"):
+    with pytest.raises(ImageFetchError, match="ftp:// scheme is not supported"):
+        f.fetch("ftp://bucket/key.png")
+    with pytest.raises(ImageFetchError, match="s3://bucket/key.png: .*task id is not known"):
         f.fetch("s3://bucket/key.png")
-    with pytest.raises(ImageFetchError, match="not on the Label Studio host"):
+    with pytest.raises(ImageFetchError, match="not on the Label Studio origin"):
         f.fetch("http://example.com/a.png")
     with pytest.raises(ImageFetchError, match="LABEL_STUDIO_URL is not set"):
         fetcher_for(layout).fetch("/data/upload/1/abc-a.png")
