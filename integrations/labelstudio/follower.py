@@ -34,8 +34,9 @@ class ProjectFollower:
 
     def __init__(self, label_studio_url: str | None, api_key: str | None):
         self.label_studio_url, self._api_key = label_studio_url, api_key
-        self._claimed: dict[int, int] = {}  # project id -> created timestamp the caller sent
-        self._verified: set[int] = set()
+        # (project id, created timestamp) as callers sent them; a wrong pair never hides the right one
+        self._claimed: set[tuple[int, int]] = set()
+        self._verified: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         self._client = None
 
@@ -45,15 +46,15 @@ class ProjectFollower:
     @property
     def projects(self) -> list[int]:
         with self._lock:
-            return sorted(self._claimed)
+            return sorted({project_id for project_id, _ in self._claimed})
 
     def saw(self, project) -> None:
         uid = parse_project_uid(project)
         if uid is None:
             return  # not Label Studio's form: never followed
         with self._lock:
-            if uid[0] in self._claimed or len(self._claimed) < MAX_PROJECTS:
-                self._claimed.setdefault(uid[0], uid[1])
+            if len(self._claimed) < MAX_PROJECTS:
+                self._claimed.add(uid)
 
     def _connect(self):
         if self._client is None:  # checked once: a wrong URL or token is logged with advice
@@ -67,41 +68,45 @@ class ProjectFollower:
         client = self._connect()
         try:
             details = client.projects.get(id=project_id)
-        except Exception as exc:  # noqa: BLE001 — 404 and the like: not a project of this server
-            logger.warning("project %s is not followed: %s has no such project (%s)", project_id,
-                           self.label_studio_url, getattr(exc, "status_code", None) or exc.__class__.__name__)
+        except Exception as exc:
+            if getattr(exc, "status_code", None) not in (403, 404):
+                raise  # the server is down or refuses us: not an answer about the project
+            logger.warning("project %s is not followed: %s has no such project (HTTP %s)", project_id,
+                           self.label_studio_url, exc.status_code)
             return False
         stamp = getattr(details, "created_at", None)
         if stamp is None or int(stamp.timestamp()) != created:
             logger.warning("project %s is not followed: the caller's project uid does not match the project "
                            "of that id on %s (created at another time)", project_id, self.label_studio_url)
             return False
-        if not list(client.ml.list(project=project_id)):  # also makes Label Studio re-read our /setup
+        if not list(client.ml.list(project=project_id)):
             logger.warning("project %s is not followed: it has no ML backend connected", project_id)
             return False
         return True
 
     def __call__(self, champion) -> None:
-        projects = self.projects
-        if not projects:
+        if not self.projects:
             return
         if not (self.label_studio_url and self._api_key):
             logger.warning("projects %s keep their model_version: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
-                           "for the backend, or run `alloop predict`", projects)
+                           "for the backend, or run `alloop predict`", self.projects)
             return
-        from integrations.labelstudio.project import set_model_version
+        from integrations.labelstudio.project import sdk_error, set_model_version
 
-        for project_id in projects:
+        with self._lock:
+            unchecked = sorted(self._claimed - self._verified)
+        for uid in unchecked:
+            try:
+                served = self.is_served_project(*uid)
+            except Exception as exc:  # noqa: BLE001 — Label Studio down: try again at the next change
+                logger.error("project %s: cannot check it on %s: %s", uid[0], self.label_studio_url, sdk_error(exc))
+                continue
+            with self._lock:
+                (self._verified.add if served else self._claimed.discard)(uid)
+        for project_id in sorted({project_id for project_id, _ in self._verified}):
             try:
                 client = self._connect()
-                if project_id not in self._verified:
-                    if not self.is_served_project(project_id, self._claimed[project_id]):
-                        with self._lock:
-                            self._claimed.pop(project_id, None)
-                        continue
-                    self._verified.add(project_id)
-                else:
-                    client.ml.list(project=project_id)  # Label Studio re-reads our /setup
+                client.ml.list(project=project_id)  # Label Studio re-reads our /setup
                 state = set_model_version(client, project_id, champion.version)
                 if state == "pending":
                     # Label Studio accepts a version only once a prediction of it exists: ask for one
@@ -114,7 +119,5 @@ class ProjectFollower:
                         state = set_model_version(client, project_id, champion.version)
                 logger.info("project %s: model_version %s (%s)", project_id, champion.version, state)
             except Exception as exc:  # noqa: BLE001 — never let this take the backend down
-                from integrations.labelstudio.project import sdk_error
-
                 logger.error("project %s: could not set model_version %s: %s", project_id, champion.version,
                              sdk_error(exc))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mlproject.cli._app import app, fail
+from mlproject.cli._app import app, fail, mlflow_errors, tracking
 
 
 @app.command()
@@ -29,8 +29,9 @@ def init(
     from integrations.labelstudio import project as lsp
     from integrations.labelstudio.server import LabelStudioError
 
-    mlflow_registry.configure_tracking()
-    champion = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
+    tracking()
+    with mlflow_errors():
+        champion = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
     if champion is None:
         fail(f"registered model {model_name!r} has no champion in {mlflow_registry.mlflow.get_tracking_uri()}. "
               "Train one (`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`), "
@@ -58,7 +59,12 @@ def init(
         views = lsp.ensure_views(client, project.id, bot_id)
         report.append(f"views created: {', '.join(views) if views else 'none (all present)'}")
         if backend_url:
-            backend_id, backend_created = lsp.ensure_ml_backend(client, project.id, backend_url)
+            # the backend's own basic auth, when it runs with it (as it must off loopback)
+            auth_user, auth_password = (os.environ.get("ALLOOP_BACKEND_BASIC_AUTH_USER"),
+                                        os.environ.get("ALLOOP_BACKEND_BASIC_AUTH_PASSWORD"))
+            backend_id, backend_created = lsp.ensure_ml_backend(
+                client, project.id, backend_url,
+                basic_auth=(auth_user, auth_password) if auth_user and auth_password else None)
             report.append(f"ML backend {backend_url} (id {backend_id}): {'connected' if backend_created else 'already connected'}")
         else:
             report.append("ML backend: not connected (pass --backend-url; start it with `alloop serve`)")
