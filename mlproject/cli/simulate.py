@@ -139,12 +139,12 @@ def backbone_features(records: list, *, weights: str, image_size: int, pooling: 
     """Pooled VGG16 features of ``records``, computed once and cached as an ``.npz``.
 
     Images are read and pushed through the backbone one batch at a time, so memory stays flat at any
-    image size. A bad image raises :class:`~mlproject.data.decode.BadImageError` naming it, unless
-    ``skip_bad_images``: then it is left out and returned in ``bad_files``.
+    image size. Bad images raise one :class:`~mlproject.data.images.BadImagesError` naming them all,
+    unless ``skip_bad_images``: then they are left out and returned in ``bad_files``.
     """
     from tqdm.auto import tqdm
 
-    from mlproject.data.images import load_images
+    from mlproject.data.images import BadImagesError, load_images
     from mlproject.models.variants import build_feature_extractor
     from mlproject.training.batches import predict_in_batches
 
@@ -168,12 +168,15 @@ def backbone_features(records: list, *, weights: str, image_size: int, pooling: 
               disable=not progress) as bar:
         for start in range(0, len(records), batch_size):
             chunk = records[start : start + batch_size]
-            images, loaded, bad_here = load_images(chunk, image_size, skip_bad=skip_bad_images, progress=False)
-            if len(images):
+            # Read on past a bad file so one error names them all; features only while none is bad.
+            images, loaded, bad_here = load_images(chunk, image_size, skip_bad=True, progress=False)
+            if len(images) and (skip_bad_images or not (bad or bad_here)):
                 chunks.append(predict_in_batches(extractor, images, batch_size=batch_size, progress=False))
             kept.extend(loaded)
             bad.extend(bad_here)
             bar.update(len(chunk))
+    if bad and not skip_bad_images:
+        raise BadImagesError(bad)
     dim = int(extractor.output.shape[-1])
     features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, dim), np.float32)
     _atomic_savez(path, key=np.array(key), features=features, paths=np.array([r.path for r in kept], dtype=str),
@@ -330,8 +333,8 @@ def simulate(
                                         skip_bad_images=skip_bad_images, cache_dir=cache_dir,
                                         rebuild=rebuild_features, batch_size=batch_size, progress=progress)
     except BadImageError as exc:
-        fail(f"cannot read image {exc.source}: {exc.reason}. Fix or remove the file, or pass --skip-bad-images "
-             "to leave such files out (they are counted and logged).")
+        exc.hint = "Fix or remove the files, or pass --skip-bad-images to leave them out (counted and logged)."
+        fail(str(exc))
     except WeightsUnavailableError as exc:
         fail(f"--weights {weights}: {exc}")
     except ValueError as exc:  # an unknown feature layer names itself and the choices

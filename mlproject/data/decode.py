@@ -8,7 +8,12 @@ No TensorFlow import here: the serving model and the data loaders stay light.
 from __future__ import annotations
 
 import io
+import os
+import re
+import threading
+from collections import Counter
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -21,19 +26,108 @@ _WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 #: Modes carrying transparency; the alpha channel is dropped (see ``_to_uint8_rgb``).
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
-SKIP_HINT = "Fix or remove the file, or pass --skip-bad-images true to skip it."
+#: Images with more pixels are refused before their pixels are decoded (memory while decoding:
+#: Pillow's buffer, 1-4 bytes per pixel, plus the 3-byte RGB result).
+MAX_PIXELS_VARIABLE = "ALLOOP_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Images are converted to RGB this many pixels at a time, so no full-size temporary (float64 for
+#: 16-bit and float images: 8 bytes per pixel) is ever made.
+_BAND_PIXELS = 1 << 20
 
 
 class BadImageError(ValueError):
-    """An image that cannot be decoded; names its source (file path or task) and the reason."""
+    """An image that cannot be decoded; names its source (file path or task) and the reason.
 
-    def __init__(self, source: str, reason: str):
-        self.source, self.reason = str(source), str(reason)
-        super().__init__(f"cannot decode image {self.source!r}: {self.reason}. {SKIP_HINT}")
+    ``hint`` (what to do next) is left to the caller that knows its context: a training run, the
+    CLI and the serving model each offer different remedies.
+    """
+
+    def __init__(self, source: str, reason: str, hint: str = ""):
+        self.source, self.reason, self.hint = str(source), str(reason), str(hint)
+        super().__init__(self.source, self.reason)
+
+    def __str__(self) -> str:
+        message = f"cannot decode image {self.source!r}: {self.reason}."
+        return f"{message} {self.hint}" if self.hint else message
 
     def __reduce__(self):
         # Exceptions with a custom __init__ do not unpickle by default; worker processes need it.
-        return (type(self), (self.source, self.reason))
+        return (type(self), (self.source, self.reason, self.hint))
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: ``ALLOOP_MAX_IMAGE_PIXELS`` if set, else 50 million."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(float(value))
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={value!r}: expected a positive number of pixels, "
+                         f"e.g. {DEFAULT_MAX_PIXELS}; unset it for the default")
+    return limit
+
+
+_settings_lock = threading.Lock()
+_active_limits: Counter = Counter()
+_saved_settings: dict = {}
+
+
+@contextmanager
+def _pillow_settings(limit: int):
+    """Pillow's globals as decoding needs them, restored when the last concurrent decode ends.
+
+    Truncated files must fail, not come back half grey. Pillow's own bomb check (a warning above
+    ``MAX_IMAGE_PIXELS``, an error above twice that) follows our limit, so a limit raised above
+    Pillow's default is not overruled; our check refuses anything over the limit before decoding.
+    Counted, not saved per call: concurrent decodes (threaded servers) would otherwise restore
+    each other's values.
+    """
+    with _settings_lock:
+        if not _active_limits:
+            _saved_settings.update(truncated=ImageFile.LOAD_TRUNCATED_IMAGES, max_pixels=Image.MAX_IMAGE_PIXELS)
+        _active_limits[limit] += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        Image.MAX_IMAGE_PIXELS = max(_active_limits)
+    try:
+        yield
+    finally:
+        with _settings_lock:
+            _active_limits[limit] -= 1
+            if _active_limits[limit] == 0:
+                del _active_limits[limit]
+            if _active_limits:
+                Image.MAX_IMAGE_PIXELS = max(_active_limits)
+            else:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _saved_settings["truncated"]
+                Image.MAX_IMAGE_PIXELS = _saved_settings["max_pixels"]
+
+
+def _row_bands(image: Image.Image):
+    """``(top, bottom)`` row ranges of about ``_BAND_PIXELS`` pixels each, covering the image."""
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // max(1, width))
+    return [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+
+def _convert_in_bands(image: Image.Image, band_to_uint8) -> np.ndarray:
+    """H x W x 3 uint8, converting one band of rows at a time: never a full-size temporary copy."""
+    width, height = image.size
+    out = np.empty((height, width, 3), np.uint8)  # writable, detached from Pillow's buffer
+    for top, bottom in _row_bands(image):
+        converted = band_to_uint8(image.crop((0, top, width, bottom)))
+        out[top:bottom] = converted if converted.ndim == 3 else converted[..., None]  # gray -> 3 channels
+    return out
+
+
+def _float_scale(image: Image.Image) -> float:
+    """Float images: [0, 1] is taken as normalised (x 255), anything else as 0..255 values."""
+    width = image.size[0]
+    band_maxima = [np.asarray(image.crop((0, top, width, bottom))).max(initial=0.0)
+                   for top, bottom in _row_bands(image)]
+    return 255.0 if np.max(band_maxima, initial=0.0) <= 1.0 else 1.0  # a NaN anywhere: taken as 0..255
 
 
 def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
@@ -42,22 +136,40 @@ def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
     if mode in _WIDE_GRAY_MODES:
         # 16-bit gray: a fixed scale (65535 -> 255, i.e. value / 257 rounded) keeps absolute
         # intensities comparable across images; a per-image min/max stretch would not.
-        values = np.asarray(image, dtype=np.float64)
-        gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    if mode == "F":
-        # Float images: [0, 1] is taken as normalised, anything else as 0..255 values.
-        values = np.asarray(image, dtype=np.float64)
-        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
-        gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        def band_to_uint8(band):
+            return np.clip(np.rint(np.asarray(band, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+    elif mode == "F":
+        scale = _float_scale(image)
+
+        def band_to_uint8(band):
+            return np.clip(np.rint(np.asarray(band, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+    elif mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
         # Alpha is dropped, not composited: inspection images carry no meaning in transparency,
         # and keeping the stored colour avoids inventing a background the camera never saw.
-        image = image.convert("RGBA").convert("RGB")
-    elif mode != "RGB":
-        image = image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...: gray is replicated into 3 channels
-    return np.array(image, dtype=np.uint8)  # a writable copy, detached from Pillow's buffer
+        def band_to_uint8(band):
+            return np.asarray(band.convert("RGBA").convert("RGB"))
+    else:
+        def band_to_uint8(band):  # L, 1, P, CMYK, YCbCr, ...: gray is replicated into 3 channels
+            return np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+    return _convert_in_bands(image, band_to_uint8)
+
+
+def _too_many_pixels(source: str, pixels: str, limit: int) -> BadImageError:
+    return BadImageError(
+        source, f"{pixels} pixels, over the limit of {limit:,} pixels (set {MAX_PIXELS_VARIABLE} to a larger "
+                "number if such images are expected; decoding takes up to about 8 bytes of memory per pixel)")
+
+
+def _check_pixel_count(image: Image.Image, source: str, limit: int) -> None:
+    width, height = image.size
+    if width * height > limit:
+        raise _too_many_pixels(source, f"{width} x {height} = {width * height:,}", limit)
+
+
+def _pixels_in_bomb_error(exc: Exception) -> str:
+    """The pixel count from Pillow's own bomb error (over twice its limit, raised inside ``Image.open``)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(found.group(1)):,}" if found else "too many"
 
 
 def decode_image(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
@@ -66,21 +178,20 @@ def decode_image(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
         raise BadImageError(source, f"expected encoded image bytes, got {type(data).__name__}")
     if len(data) == 0:
         raise BadImageError(source, "the file is empty")
-    # A truncated file must fail, not come back half grey: make sure nobody switched this on.
-    truncated_setting = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    limit = max_image_pixels()
     try:
-        with Image.open(io.BytesIO(bytes(data))) as image:
+        with _pillow_settings(limit), Image.open(io.BytesIO(bytes(data))) as image:
+            _check_pixel_count(image, source, limit)  # from the header, before any pixel is decoded
             image.load()  # decode every pixel now, so a truncated file fails here and not later
             array = _to_uint8_rgb(image)
     except UnidentifiedImageError:
         raise BadImageError(source, "not an image Pillow can read (PNG, JPEG, BMP, TIFF, ...)") from None
     except Image.DecompressionBombError as exc:
-        raise BadImageError(source, f"image too large ({exc})") from None
+        raise _too_many_pixels(source, _pixels_in_bomb_error(exc), limit) from None
+    except BadImageError:
+        raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise BadImageError(source, f"corrupt or truncated image ({exc})") from None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_setting
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise BadImageError(source, f"unexpected image shape {array.shape}")
     return array

@@ -11,12 +11,17 @@ from mlproject.training import common
 from mlproject.training.evaluation_run import add_eval_data_arguments, evaluate_version, log_eval_data, select_records
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="evaluate", description=__doc__)
     parser.add_argument("--model-name", default=common.DEFAULT_MODEL_NAME)
     parser.add_argument("--model-ref", default=mlflow_registry.CHAMPION, help="alias (champion, challenger) or version number")
     add_eval_data_arguments(parser, default_split="test")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
 
     mlflow_registry.configure_tracking()
     ref = mlflow_registry.require(args.model_name, args.model_ref)

@@ -9,7 +9,8 @@ from mlproject.training.head_training import HeadTrainingConfig
 from mlproject.training.keras_run import add_head_arguments, run_head_variant
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="finetune", description=__doc__)
     common.add_training_arguments(parser)
     add_head_arguments(parser)
@@ -21,7 +22,11 @@ def main(argv=None) -> None:
                         help="train on the frozen blocks' outputs computed once (auto: unless augmenting); "
                              "with augment=true, true caches all 8 flip/rotation views of each training "
                              "image (8x the cache's build time and memory, then fast epochs)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     cache = (not args.augment) if args.cache_frozen_outputs == "auto" else common.str2bool(args.cache_frozen_outputs)
     config = HeadTrainingConfig(warmup_epochs=args.warmup_epochs, finetune_epochs=args.epochs,
                                 batch_size=args.batch_size, lr_head=args.lr_head, lr_finetune=args.lr_finetune,

@@ -9,12 +9,17 @@ from mlproject.training.head_training import HeadTrainingConfig
 from mlproject.training.keras_run import add_head_arguments, run_head_variant
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="frozen", description=__doc__)
     common.add_training_arguments(parser)
     add_head_arguments(parser)
     parser.add_argument("--epochs", type=common.integer, default=30, help="head epochs (early stopping may end sooner)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     config = HeadTrainingConfig(warmup_epochs=args.epochs, finetune_epochs=0, batch_size=args.batch_size,
                                 lr_head=args.lr_head, patience=args.patience, augment=args.augment,
                                 cache_frozen_outputs=not args.augment, seed=args.seed)

@@ -18,7 +18,8 @@ from mlproject.training.evaluation_run import (
 )
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="promote", description=__doc__)
     parser.add_argument("--model-name", default=common.DEFAULT_MODEL_NAME)
     parser.add_argument("--metric", default="balanced_accuracy",
@@ -27,7 +28,11 @@ def main(argv=None) -> None:
                         help="required gain in the metric; 0 means the challenger must be strictly better")
     parser.add_argument("--recall-tolerance", type=float, default=0.0, help="allowed drop in defect recall")
     add_eval_data_arguments(parser, default_split="test")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
 
     mlflow_registry.configure_tracking()
     challenger = mlflow_registry.require(args.model_name, mlflow_registry.CHALLENGER)

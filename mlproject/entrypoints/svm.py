@@ -21,7 +21,8 @@ from mlproject.training.batches import predict_in_batches
 from mlproject.training.svm_training import fit_svm
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="svm", description=__doc__)
     common.add_training_arguments(parser)
     parser.add_argument("--pooling", default="avg", choices=["avg", "max", "avgmax", "stats"])
@@ -30,7 +31,11 @@ def main(argv=None) -> None:
     parser.add_argument("--C", type=float, default=1.0)
     parser.add_argument("--kernel", default="rbf", choices=["rbf", "linear", "poly", "sigmoid"])
     parser.add_argument("--batch-size", type=common.integer, default=32)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
 
     mlflow_registry.configure_tracking()
     with mlflow.start_run(run_name=f"svm-{args.pattern}"):

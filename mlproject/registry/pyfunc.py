@@ -4,9 +4,11 @@ Decoding, resizing and VGG preprocessing run inside the model (the same
 :func:`mlproject.data.decode.images_to_model_input` training uses), so serving cannot drift
 from training. The package travels with the model (``code_paths``).
 
-Input: a DataFrame with one column ``image`` of raw encoded image bytes (PNG, JPEG, BMP, TIFF).
-Over MLflow's REST scoring server send the bytes base64-encoded (``dataframe_split`` JSON);
-MLflow decodes binary columns itself. In Python, base64 strings are accepted as well.
+Input: a DataFrame with a column ``image`` of raw encoded image bytes (PNG, JPEG, BMP, TIFF) and,
+optionally, a string column ``source`` naming each image (a task id, a file), which the row's error
+then names instead of ``row i``. Over MLflow's REST scoring server send the bytes base64-encoded
+(``dataframe_split`` JSON); MLflow decodes binary columns itself. In Python, base64 strings are
+accepted as well.
 
 Output: a DataFrame, one row per input row, with ``p_defect`` (float; NaN when the image could not
 be decoded), ``label`` (the class at the model's threshold; empty on error), ``model_version``
@@ -30,7 +32,9 @@ KERAS_ARTIFACT = "keras_model"
 SKLEARN_ARTIFACT = "sklearn_model"
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("binary", "image")]),
+    # ``source`` is optional: callers that only send images keep working. Models registered before
+    # it existed drop the column (MLflow warns and ignores columns outside the signature).
+    inputs=Schema([ColSpec("binary", "image"), ColSpec("string", "source", required=False)]),
     outputs=Schema(
         [
             ColSpec("double", "p_defect"),
@@ -44,10 +48,17 @@ SIGNATURE = ModelSignature(
 #: Written into the MLmodel file next to the signature, for whoever calls the model.
 SIGNATURE_DOC = {
     "input": "DataFrame column 'image': raw encoded image bytes (PNG, JPEG, BMP, TIFF; 8/16-bit gray, RGB, "
-             "RGBA, palette). Over the REST scoring server: base64 strings in dataframe_split JSON.",
+             "RGBA, palette). Over the REST scoring server: base64 strings in dataframe_split JSON. Optional "
+             "string column 'source': a name per image (task id, file) that errors give instead of 'row i'.",
     "output": "p_defect (float, NaN if undecodable), label (class at the model's threshold), "
               "model_version (NAME/VERSION when loaded through the registry), error (empty or the reason)",
 }
+
+
+def _row_sources(frame: pd.DataFrame) -> list[str]:
+    """Each row's name for errors: its ``source`` if the caller gave one, else ``row i``."""
+    given = frame["source"].tolist() if "source" in frame.columns else [None] * len(frame)
+    return [value if isinstance(value, str) and value.strip() else f"row {i}" for i, value in enumerate(given)]
 
 
 def _as_bytes(value) -> bytes:
@@ -130,19 +141,19 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         return p_defect, np.concatenate(e_parts).astype(np.float32), good, errors
 
     def predict(self, context, model_input, params=None):
-        from mlproject.data.decode import images_to_model_input
+        from mlproject.data.decode import BadImageError, images_to_model_input
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:
             raise ValueError("input needs a column 'image' with the encoded image bytes")
+        sources = _row_sources(frame)
         raw, errors = [], {}
         for i, value in enumerate(frame["image"].tolist()):
             try:
                 raw.append(_as_bytes(value))
             except (TypeError, ValueError) as exc:
                 raw.append(b"")
-                errors[i] = f"row {i}: {exc}"
-        sources = [f"row {i}" for i in range(len(raw))]
+                errors[i] = str(BadImageError(sources[i], f"not image bytes or base64 ({exc})"))
         batch, good, bad = images_to_model_input(raw, int(self.config["image_size"]), sources=sources)
         bad_indices = sorted(set(range(len(raw))) - set(good))
         for index, error in zip(bad_indices, bad):

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 
 from integrations import mlflow_registry, mlflow_runs
-from mlproject.data.images import BadFile, load_images
+from mlproject.data.images import BadFile, BadImagesError, load_images
 from mlproject.data.loaders import label_counts, load_dataset, manifest_hash, source_counts
 from mlproject.data.records import DEFECT, LabeledImage
 from mlproject.data.split import Split, stratified_split
@@ -27,6 +27,10 @@ log = logging.getLogger("alloop")
 #: ``data=synthetic`` selects the embedded default: generated DAGM-like textures, not real data.
 SYNTHETIC = "synthetic"
 DEFAULT_MODEL_NAME = "alloop-defect-classifier"
+#: What to do about unreadable images, in the form the entry points are run (MLproject first).
+SKIP_BAD_IMAGES_HINT = ("Fix or remove the files, or skip them (counted and listed in the run's bad_images.csv): "
+                        "-P skip_bad_images=true with mlflow run, --skip-bad-images true with "
+                        "python -m mlproject.entrypoints.<name>.")
 
 
 def str2bool(value: str) -> bool:
@@ -92,7 +96,8 @@ def class_names_for(records: list[LabeledImage], positive_label: str) -> tuple[s
     if positive_label not in labels or len(labels) != 2:
         raise ValueError(
             f"expected exactly two labels, one of them {positive_label!r}; the data has {labels}. "
-            "Pass --positive-label, or give one folder per label (two labels)."
+            "Name the positive class with -P positive_label=<label> (mlflow run; --positive-label <label> "
+            "with python -m), or give one folder per label (two labels)."
         )
     return (next(label for label in labels if label != positive_label), positive_label)
 
@@ -118,10 +123,13 @@ def prepare_data(args, image_size: int) -> PreparedData:
                              test_fraction=args.test_fraction)
     x, y, kept, bad = {}, {}, {}, []
     for name in ("train", "val", "test"):
-        images, loaded, bad_here = load_images(getattr(split, name), image_size, skip_bad=args.skip_bad_images)
+        # Every split is read even past a bad file, so one error can name the bad files of all three.
+        images, loaded, bad_here = load_images(getattr(split, name), image_size, skip_bad=True)
         x[name], kept[name] = images, loaded
         y[name] = np.array([int(r.label == class_names[1]) for r in loaded], dtype=np.int64)
         bad.extend(bad_here)
+    if bad and not args.skip_bad_images:
+        raise BadImagesError(bad, hint=SKIP_BAD_IMAGES_HINT)
     return PreparedData(data, records, split, class_names, manifest_hash(records), x, y, kept, bad)
 
 

@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 
 from integrations import mlflow_registry, mlflow_runs
+from mlproject.data.images import BadFile, BadImagesError
 from mlproject.data.loaders import load_dataset, manifest_hash
 from mlproject.data.split import stratified_split
 from mlproject.evaluation.report import build_report, write_report_files
@@ -44,9 +45,8 @@ def evaluate_version(ref, records, class_names, *, skip_bad: bool, prefix: str, 
         raise ValueError(f"{ref} was trained for classes {config['class_names']}, the data has {list(class_names)}")
     p_defect, errors = score_records(model, records)
     if errors and not skip_bad:
-        first = next(iter(errors.values()))
-        raise ValueError(f"{len(errors)} images could not be scored, first: {first}. "
-                         "Fix them or pass --skip-bad-images true.")
+        raise BadImagesError([BadFile(records[i].path, _without_path(message, records[i].path))
+                              for i, message in sorted(errors.items())], hint=common.SKIP_BAD_IMAGES_HINT)
     keep = ~np.isnan(p_defect)
     kept = [r for r, k in zip(records, keep) if k]
     y_true = np.array([int(r.label == class_names[1]) for r in kept])
@@ -62,6 +62,11 @@ def evaluate_version(ref, records, class_names, *, skip_bad: bool, prefix: str, 
         mlflow_runs.log_rows([{"index": i, "error": e} for i, e in errors.items()], artifact_path, "bad_images.csv")
     print(f"\n{ref} on {len(kept)} images:\n{report.table}")
     return {key[len(prefix):]: value for key, value in report.metrics.items()}
+
+
+def _without_path(message: str, path: str) -> str:
+    """Scoring errors start with the file's path; the error names it already."""
+    return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
 
 
 def log_eval_data(data: str, records) -> None:

@@ -1,5 +1,7 @@
 """Each entry point through `mlflow run . -e X --env-manager local`, against a real SQLite tracking store."""
 
+import importlib
+import shlex
 import subprocess
 
 import mlflow
@@ -137,8 +139,11 @@ def test_a_broken_image_stops_the_run_by_name_or_is_skipped_counted_and_logged(t
     broken = data / "Class1" / "Train" / "0003.PNG"
     broken.write_bytes(broken.read_bytes()[:100])  # truncated
     args = ["--data", str(data), "--weights", "none", "--image-size", "32", "--registered-model-name", "broken"]
-    with pytest.raises(ValueError, match="0003.PNG.*--skip-bad-images"):
+    with pytest.raises(ValueError, match="0003.PNG") as stopped:
         svm.main(args)
+    # How entry points are run (mlflow run -P) first, the module's own flag second.
+    message = str(stopped.value)
+    assert message.index("-P skip_bad_images=true") < message.index("--skip-bad-images true")
     svm.main(args + ["--skip-bad-images", "true"])
     client = MlflowClient()
     run = client.search_runs([client.get_experiment_by_name("Default").experiment_id],
@@ -146,3 +151,42 @@ def test_a_broken_image_stops_the_run_by_name_or_is_skipped_counted_and_logged(t
     assert run.data.metrics["bad_images"] == 1
     rows = open(client.download_artifacts(run.info.run_id, "data/bad_images.csv")).read()
     assert str(broken) in rows and "truncated" in rows
+
+
+def project_entry_points():
+    from mlflow.projects import _project_spec
+
+    project = _project_spec.load_project(str(REPO))
+    return {name: project.get_entry_point(name) for name in ("svm", "frozen", "finetune", "evaluate", "promote")}
+
+
+def parser_and_args(entry_point, user_parameters: dict):
+    """The command MLflow builds for ``-P`` parameters, parsed by the entry point's own parser."""
+    command = shlex.split(entry_point.compute_command(user_parameters, storage_dir=None))
+    assert command[:2] == ["python", "-m"]
+    parser = importlib.import_module(command[2]).build_parser()
+    return parser, parser.parse_args(command[3:]), command
+
+
+@pytest.mark.parametrize("name", ["svm", "frozen", "finetune", "evaluate", "promote"])
+def test_mlproject_declares_every_option_of_the_entry_point_with_its_default(name):
+    parser, from_mlproject, command = parser_and_args(project_entry_points()[name], {})
+    options = {option for action in parser._actions for option in action.option_strings} - {"-h", "--help"}
+    passed = {token for token in command if token.startswith("--")}
+    assert sorted(options - passed) == [], f"options of {name} that `mlflow run -P` cannot set"
+    assert vars(from_mlproject) == vars(parser.parse_args([])), "MLproject's defaults differ from the parser's"
+
+
+@pytest.mark.parametrize("name", ["svm", "frozen", "finetune", "evaluate", "promote"])
+def test_positive_label_is_a_project_parameter(name):
+    _, args, _ = parser_and_args(project_entry_points()[name], {"positive_label": "scratch"})
+    assert args.positive_label == "scratch"
+
+
+def test_a_missing_positive_label_says_which_project_parameter_names_it(tracking_uri, synthetic_data):
+    command = ["mlflow", "run", str(REPO), "-e", "svm", "--env-manager", "local", "--experiment-name", "tests",
+               "-P", f"data={synthetic_data}", "-P", "positive_label=scratch", "-P", "weights=none"]
+    result = subprocess.run(command, env=project_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0
+    assert "unrecognized arguments" not in result.stderr
+    assert "one of them 'scratch'" in result.stderr and "-P positive_label=<label>" in result.stderr

@@ -123,3 +123,40 @@ def test_model_with_test_time_views_scores_the_mean_over_views_and_every_turn_al
     p_defect, embeddings, good, errors = model.unwrap_python_model().score_and_embed([png_bytes(i) for i in images])
     np.testing.assert_allclose(p_defect, expected, rtol=1e-5, atol=1e-7)
     assert embeddings.shape[0] == len(images) and good == list(range(len(images))) and not errors
+
+
+def test_errors_name_each_image_by_the_optional_source_column(tiny_champion):
+    tiny_champion(name="named-sources")
+    model = mlflow.pyfunc.load_model("models:/named-sources@champion")  # through MLflow's schema enforcement
+    columns = [(spec.name, spec.required) for spec in model.metadata.get_input_schema().inputs]
+    assert columns == [("image", True), ("source", False)]
+
+    good = png_bytes(np.full((SIZE, SIZE, 3), 90, np.uint8))
+    out = model.predict(pd.DataFrame({"image": [good, b"junk", b"junk"], "source": ["task 7", "task 8", None]}))
+    assert out["error"].iloc[0] == "" and not np.isnan(out["p_defect"].iloc[0])
+    assert out["error"].iloc[1].startswith("cannot decode image 'task 8': not an image")
+    assert out["error"].iloc[2].startswith("cannot decode image 'row 2'")  # no name given: the row
+    assert not any("skip" in message for message in out["error"])  # no training flag advised in serving
+
+    images_only = model.predict(pd.DataFrame({"image": [b"junk"]}))  # callers without the column still work
+    assert images_only["error"].iloc[0].startswith("cannot decode image 'row 0'")
+
+
+def test_evaluation_names_every_unscorable_image_and_the_project_parameter_to_skip_them(tiny_champion,
+                                                                                          synthetic_data, tmp_path):
+    from mlproject.data.images import BadImagesError
+    from mlproject.data.loaders import load_dataset
+    from mlproject.data.records import OK, LabeledImage
+    from mlproject.training.evaluation_run import evaluate_version
+
+    ref = tiny_champion(name="evaluate-bad")
+    broken = [tmp_path / "broken-a.png", tmp_path / "broken-b.png"]
+    for path in broken:
+        path.write_bytes(b"not a png")
+    records = load_dataset(str(synthetic_data))[:4] + [LabeledImage(str(p), OK) for p in broken]
+    with pytest.raises(BadImagesError) as raised:
+        evaluate_version(ref, records, ("ok", "defect"), skip_bad=False, prefix="all_", artifact_path="evaluation")
+    assert [b.path for b in raised.value.bad_files] == [str(p) for p in broken]
+    message = str(raised.value)
+    assert message.startswith("2 images cannot be read:") and all(str(p) in message for p in broken)
+    assert "-P skip_bad_images=true" in message

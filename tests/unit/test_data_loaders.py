@@ -1,8 +1,10 @@
 """Dataset layouts, the labels manifest and load_images, on tiny fixtures made in tmp_path."""
 
+import argparse
 import json
 import logging
 import os
+import pickle
 import random
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mlproject.data.decode import BadImageError
-from mlproject.data.images import BadFile, load_images
+from mlproject.data.images import BadFile, BadImagesError, load_images
 from mlproject.data.loaders import (
     DatasetError,
     detect_layout,
@@ -311,3 +313,77 @@ def test_load_images_of_only_bad_files_is_empty(tmp_path):
     images, loaded, bad = load_images(records, 8, skip_bad=True, progress=False)
     assert images.shape == (0, 8, 8, 3) and images.dtype == np.uint8 and loaded == []
     assert "not a local file" in bad[0].reason
+
+
+def test_load_images_without_skipping_names_every_bad_file_and_the_count(tmp_path):
+    good = png(tmp_path / "good.png")
+    bad_paths = []
+    for number in range(25):
+        bad = tmp_path / f"broken{number:02d}.png"
+        bad.write_bytes(good.read_bytes()[: 20 + number])  # truncated at different points
+        bad_paths.append(str(bad))
+    records = [LabeledImage(str(good), OK)] + [LabeledImage(p, DEFECT) for p in bad_paths]
+    with pytest.raises(BadImageError) as raised:  # still a BadImageError: existing callers catch it
+        load_images(records, 8, progress=False)
+    error = raised.value
+    assert isinstance(error, BadImagesError)
+    assert [b.path for b in error.bad_files] == bad_paths and all(b.reason for b in error.bad_files)
+    assert error.source == bad_paths[0]
+    message = str(error)
+    assert message.startswith("25 images cannot be read (the first 20 listed):")
+    assert all(f"{p}: " in message for p in bad_paths[:20])
+    assert not any(p in message for p in bad_paths[20:]) and "... and 5 more" in message
+    assert "skip-bad-images" not in message and "skip_bad_images" not in message  # the caller adds a remedy
+    copy = pickle.loads(pickle.dumps(BadImagesError(error.bad_files, hint="Fix them.")))
+    assert copy.bad_files == error.bad_files and str(copy).endswith("\nFix them.")
+
+
+def test_a_training_run_names_the_bad_files_of_every_split_and_says_how_to_skip_them(tmp_path):
+    from mlproject.training import common
+
+    for label in (OK, DEFECT):
+        for number in range(10):
+            png(tmp_path / label / f"{label}{number}.png", value=10 * number)
+    broken = sorted(tmp_path.glob("*/*3.png")) + sorted(tmp_path.glob("*/*7.png"))  # 4 files, in several splits
+    for path in broken:
+        path.write_bytes(b"not a png")
+    parser = argparse.ArgumentParser()
+    common.add_training_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path), "--weights", "none"])
+    with pytest.raises(BadImagesError) as raised:
+        common.prepare_data(args, 8)
+    split = common.stratified_split(common.load_dataset(str(tmp_path)), seed=0, val_fraction=0.15, test_fraction=0.2)
+    broken_splits = {name for name in ("train", "val", "test")
+                     for r in getattr(split, name) if r.path in {str(p.resolve()) for p in broken}}
+    assert len(broken_splits) >= 2  # the fixture really spreads them over splits
+    assert sorted(b.path for b in raised.value.bad_files) == sorted(str(p.resolve()) for p in broken)
+    message = str(raised.value)
+    assert message.startswith("4 images cannot be read:")
+    # The way entry points are run first (mlflow run -P), the module's own flag second.
+    assert "-P skip_bad_images=true" in message and "--skip-bad-images true" in message
+    assert message.index("-P skip_bad_images=true") < message.index("--skip-bad-images true")
+
+    args.skip_bad_images = True
+    prepared = common.prepare_data(args, 8)
+    assert sorted(b.path for b in prepared.bad_files) == sorted(str(p.resolve()) for p in broken)
+    assert sum(len(prepared.kept[name]) for name in ("train", "val", "test")) == 16
+
+
+def test_the_simulation_feature_pass_names_the_bad_files_of_every_chunk(tmp_path):
+    from mlproject.cli.simulate import backbone_features
+
+    records = []
+    for number in range(6):
+        path = png(tmp_path / f"img{number}.png", value=20 * number, size=32)
+        if number in (1, 4):  # in the first and the last chunk of two
+            path.write_bytes(b"not a png")
+        records.append(LabeledImage(str(path), OK if number % 2 else DEFECT))
+    options = dict(weights="none", image_size=32, pooling="avg", feature_layers=("block1_pool",),
+                   manifest_hash="test", cache_dir=tmp_path / "cache", batch_size=2, progress=False)
+    with pytest.raises(BadImagesError) as raised:
+        backbone_features(records, **options)
+    assert [b.path for b in raised.value.bad_files] == [records[1].path, records[4].path]
+    assert not list((tmp_path / "cache").glob("*.npz"))  # nothing cached from a failed pass
+    skipped = backbone_features(records, skip_bad_images=True, **options)
+    assert [b.path for b in skipped.bad_files] == [records[1].path, records[4].path]
+    assert skipped.features.shape[0] == 4
