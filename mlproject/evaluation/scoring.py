@@ -31,9 +31,9 @@ def score_records(model, records: list[LabeledImage], *, batch_size: int = 64, p
             except OSError as exc:
                 errors[start + offset] = f"cannot read {record.path}: {exc}"
                 payload.append(b"")
-        out = model.predict(pd.DataFrame({"image": payload}))
+        out = model.predict(pd.DataFrame({"image": payload, "source": [record.path for record in chunk]}))
         p_defect[start : start + len(chunk)] = out["p_defect"].to_numpy(dtype=float)
         for offset, message in enumerate(out["error"].tolist()):
             if message and (start + offset) not in errors:
-                errors[start + offset] = f"{chunk[offset].path}: {message}"
+                errors[start + offset] = message  # names the file (the source column)
     return p_defect, errors
