@@ -7,8 +7,11 @@ aliases), promotion, and later the Label Studio backend and the ``alloop`` loop 
 from __future__ import annotations
 
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow import MlflowClient
@@ -19,15 +22,124 @@ CHALLENGER = "challenger"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
+WAIT_ENV = "ALLOOP_MLFLOW_TIMEOUT"  # seconds one MLflow call may take to give up on a server that is down
+DEFAULT_WAIT_S = 30.0
+# MLflow's own defaults (7 retries, backoff factor 2, 120 s per request) spend about 250 s retrying a
+# closed port before they fail: bounded here unless the user set them.
+_RETRY_VARS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+_set_by_us: set[str] = set()
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server cannot be reached; the message says where and what to check."""
+
+
 def configure_tracking() -> str:
-    """Use ``MLFLOW_TRACKING_URI`` if set, else a local SQLite store ``./mlflow.db``.
+    """Use ``MLFLOW_TRACKING_URI`` if set, else a local SQLite store ``./mlflow.db``; bound MLflow's
+    HTTP retries by :func:`wait_seconds` (the ``MLFLOW_HTTP_REQUEST_*`` variables a user set win).
 
     Set explicitly because a leftover ``./mlruns/`` would otherwise switch MLflow to its
     deprecated file store.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    for key, value in http_retry_env(wait_seconds()).items():
+        if key not in os.environ or key in _set_by_us:  # child `mlflow run`s inherit them too
+            os.environ[key] = value
+            _set_by_us.add(key)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def wait_seconds() -> float:
+    """``ALLOOP_MLFLOW_TIMEOUT`` (default 30 s)."""
+    raw = os.environ.get(WAIT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_WAIT_S
+    except ValueError:
+        value = -1.0
+    if not value >= 1.0:
+        raise ValueError(f"{WAIT_ENV}={raw!r}: give the seconds an MLflow call may wait, at least 1 (default 30)")
+    return value
+
+
+def _backoff_s(retries: int, factor: int, jitter: float) -> float:
+    """urllib3's worst-case sleeps over ``retries`` retries: none before the first, then factor * 2**(k-1) + jitter."""
+    return sum(factor * 2 ** (k - 1) + jitter for k in range(2, retries + 1))
+
+
+def http_retry_env(wait_s: float) -> dict[str, str]:
+    """``MLFLOW_HTTP_REQUEST_*`` values under which one MLflow HTTP call gives up within ``wait_s``,
+    whether the server refuses connections or hangs: (retries + 1) * timeout + backoff <= wait_s.
+
+    A few retries (a sixth of the wait at most goes to sleeping) ride out a server restart; the rest
+    of the wait is shared by the attempts as their timeout (MLflow takes whole seconds).
+    """
+    factor, jitter = 1, 0.5
+    for retries in range(7, -1, -1):
+        backoff = _backoff_s(retries, factor, jitter)
+        timeout = int((wait_s - backoff) / (retries + 1))
+        if backoff <= wait_s / 6 and timeout >= 1:
+            break
+    else:
+        retries, timeout = 0, 1
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(factor),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(jitter), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+
+
+def worst_case_seconds(env: dict[str, str]) -> float:
+    """How long one call may take under ``env`` (the :func:`http_retry_env` values) before it gives up."""
+    retries = int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    backoff = _backoff_s(retries, int(env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]),
+                         float(env["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"]))
+    return (retries + 1) * float(env["MLFLOW_HTTP_REQUEST_TIMEOUT"]) + backoff
+
+
+def redact(uri: str) -> str:
+    """The URI without a user:password part, for messages."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+def check_tracking_server(uri: str | None = None, wait_s: float | None = None) -> None:
+    """For an http(s) tracking URI: raise :class:`TrackingUnavailable` unless the server answers within
+    ``wait_s`` (default :func:`wait_seconds`). Any HTTP answer counts (a path prefix may 404 /health)."""
+    import requests
+
+    uri = uri or mlflow.get_tracking_uri()
+    if not str(uri).lower().startswith(("http://", "https://")):
+        return
+    wait_s = wait_seconds() if wait_s is None else wait_s
+    started = time.monotonic()
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=wait_s)
+        reason = f"it answered {response.status_code}" if response.status_code in (502, 503, 504) else None
+    except requests.exceptions.SSLError:
+        reason = None  # it is there; MLflow's own TLS settings (MLFLOW_TRACKING_INSECURE_TLS, ...) decide
+    except requests.exceptions.Timeout:
+        reason = "no answer"
+    except requests.exceptions.ConnectionError as exc:
+        reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+    if reason is None:
+        return
+    raise TrackingUnavailable(
+        f"cannot reach the MLflow tracking server at {redact(uri)} ({reason}, {time.monotonic() - started:.0f} s; "
+        f"{WAIT_ENV}={wait_s:g}): start it (`mlflow server --host HOST --port PORT`) or point MLFLOW_TRACKING_URI "
+        "at a running one")
+
+
+def one_line(exc: Exception) -> str:
+    """An MLflow error as one line for the user: what failed, where, and what to check."""
+    uri = redact(mlflow.get_tracking_uri())
+    text = str(exc)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), exc.__class__.__name__)
+    if "Max retries exceeded" in text or "NewConnectionError" in text:  # urllib3's wording says little
+        first = "the server could not be reached" + (" (connection refused)" if "refused" in text.lower() else "")
+    first = re.sub(r"(https?://)[^@\s/]+@", r"\1", first)  # never echo credentials in a URL
+    return (f"MLflow at {uri} failed: {first[:300]}. Check that the tracking server is up and MLFLOW_TRACKING_URI "
+            f"points at it ({WAIT_ENV} sets how long a call waits)")
 
 
 @dataclass(frozen=True)

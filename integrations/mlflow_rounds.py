@@ -43,6 +43,14 @@ def round_number(run: Run) -> int:
     return int(run.data.tags.get("alloop.round", 0))
 
 
+def upcoming_round(project_key: str, experiment: str = ROUNDS_EXPERIMENT) -> int:
+    """The number of the round the next ``alloop sync`` runs: the unfinished one, else the one after the last."""
+    runs = round_runs(project_key, experiment)
+    if not runs:
+        return 1
+    return round_number(runs[-1]) + (state_of(runs[-1]) == "complete")
+
+
 def open_or_new_round(project_key: str, experiment: str = ROUNDS_EXPERIMENT) -> tuple[Run, bool]:
     """The project's unfinished round (resumed: True) or a new one numbered after the last."""
     client = MlflowClient()

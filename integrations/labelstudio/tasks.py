@@ -199,6 +199,9 @@ class ProjectTasks:
     def delete_annotation(self, annotation_id: int) -> None:
         self.client.annotations.delete(id=annotation_id)
 
+    def delete_prediction(self, prediction_id: int) -> None:
+        self.client.predictions.delete(id=prediction_id)
+
     def set_data_fields(self, task: Task, values: dict) -> bool:
         """Set (or with None remove) ``task.data`` keys; returns False when nothing changed (no request)."""
         data = dict(task.data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 
 import typer
 
@@ -22,3 +23,29 @@ def fail(message: str) -> None:
     """Print an error that says what to do, and exit 1."""
     typer.secho(f"Error: {message}", fg="red", err=True)
     raise typer.Exit(1)
+
+
+def tracking() -> str:
+    """MLflow tracking set up (retries bounded by ALLOOP_MLFLOW_TIMEOUT) and, for an http(s) URI, the
+    server answering; otherwise one line that names the URI and what to check, and exit 1."""
+    from integrations import mlflow_registry
+
+    try:
+        uri = mlflow_registry.configure_tracking()
+        mlflow_registry.check_tracking_server(uri)
+    except (mlflow_registry.TrackingUnavailable, ValueError) as exc:
+        fail(str(exc))
+    return uri
+
+
+@contextmanager
+def mlflow_errors():
+    """An MLflow error inside the block ends the command with one line, not a traceback."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        from integrations import mlflow_registry
+
+        fail(mlflow_registry.one_line(exc))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mlproject.cli._app import app, fail
+from mlproject.cli._app import app, fail, mlflow_errors, tracking
 from mlproject.cli._policy import (
     CLASS_TAU,
     CLUSTER_AGREEMENT,
@@ -42,8 +42,9 @@ def _state_dir(value: Path | None) -> Path:
 def _require_champion(model_name: str):
     from integrations import mlflow_registry
 
-    mlflow_registry.configure_tracking()
-    ref = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
+    tracking()
+    with mlflow_errors():
+        ref = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
     if ref is None:
         fail(f"registered model {model_name!r} has no champion in {mlflow_registry.mlflow.get_tracking_uri()}: "
              "train one (`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`), or check "
@@ -52,11 +53,10 @@ def _require_champion(model_name: str):
 
 
 def _open(project: str, url, api_key, document_root, from_name):
-    from integrations import mlflow_registry
     from integrations.labelstudio.project import connection_from_env
     from mlproject.loop.sync import open_project
 
-    mlflow_registry.configure_tracking()
+    tracking()
     return open_project(connection_from_env(url, api_key, document_root), project, from_name=from_name)
 
 
@@ -69,6 +69,10 @@ DOCROOT = typer.Option(None, "--document-root", envvar="LOCAL_FILES_DOCUMENT_ROO
                        help="the server's local-files root (images are then read from disk)")
 FROM_NAME = typer.Option(None, "--from-name", help="the <Choices> tag to fill when the config has several")
 STATE = typer.Option(None, "--state-dir", envvar="ALLOOP_STATE_DIR", help="caches and manifests (default .alloop)")
+WAIT = typer.Option(0.0, "--wait", metavar="SECONDS", help="when another round of this project is running, wait up "
+                    "to this long for it (default: refuse at once, naming it)")
+LEASE = typer.Option(120.0, "--lease-seconds", envvar="ALLOOP_LOCK_LEASE_S", help="this command's round lock is "
+                     "stale (taken over by the next sync) this long after its last heartbeat")
 
 
 @app.command()
@@ -98,11 +102,15 @@ def sync(
     min_improvement: float = typer.Option(0.0, help="promotion margin"),
     recall_tolerance: float = typer.Option(0.0, help="allowed drop in defect recall"),
     label_map: list[str] = typer.Option([], "--label-map", help="class=choice when names differ (repeatable)"),
+    repair_duplicates: bool = typer.Option(False, "--repair-duplicates", help="delete auto-labels and predictions "
+                                           "written twice (the oldest stays; human labels are never touched)"),
+    wait: float = WAIT, lease_seconds: float = LEASE,
     url: str = URL, api_key: str = API_KEY, document_root: str = DOCROOT, from_name: str = FROM_NAME,
     state_dir: Path = STATE,
 ):
     """One round: predict, auto-label the sure, queue the unsure for people, retrain and promote when due."""
     from integrations.labelstudio.server import LabelStudioError
+    from mlproject.loop.round_lock import RoundLockError
     from mlproject.loop.sync import SyncError, SyncOptions, run_round
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -115,21 +123,24 @@ def sync(
                               force_retrain=retrain, force_round=force_round, holdout_share=holdout_share,
                               entry_point=entry_point, train_params=_key_values(train_param, "--train-param"),
                               metric=metric, min_improvement=min_improvement, recall_tolerance=recall_tolerance,
-                              state_dir=_state_dir(state_dir), label_map=_key_values(label_map, "--label-map"))
+                              state_dir=_state_dir(state_dir), label_map=_key_values(label_map, "--label-map"),
+                              wait_s=wait, lease_s=lease_seconds, repair_duplicates=repair_duplicates)
     except ValueError as exc:
         fail(str(exc))
     _require_champion(model_name)
     try:
-        loop_project = _open(project, url, api_key, document_root, from_name)
-        report = run_round(loop_project, options)
-    except (LabelStudioError, SyncError, LookupError) as exc:
+        with mlflow_errors():
+            loop_project = _open(project, url, api_key, document_root, from_name)
+            report = run_round(loop_project, options)
+    except (LabelStudioError, SyncError, RoundLockError, LookupError) as exc:
         fail(str(exc))
     print_round(report, loop_project)
 
 
 def print_round(report, loop_project) -> None:
-    if report.skipped:
-        typer.echo(report.messages[0])
+    if report.skipped:  # "nothing changed", after what the duplicates check found
+        for message in report.messages:
+            typer.echo(message)
         return
     counts = report.counts
     typer.secho(f"Round {report.round}{' (resumed)' if report.resumed else ''}: champion {report.champion_before}"
@@ -163,14 +174,15 @@ def predict(
 
     ref = _require_champion(model_name)
     try:
-        loop_project = _open(project, url, api_key, document_root, from_name)
-        champion = load_champion(ref, loop_project.target)
-        tasks = loop_project.tasks.read()
-        cache = EmbeddingCache(cache_path(_state_dir(state_dir), champion.version, loop_project.key))
-        written, errors = score_tasks(loop_project, champion, tasks, need_embedding={t.id for t in tasks
-                                                                                     if not t.annotations},
-                                      cache=cache, batch_size=batch_size, progress=True)
-        state = set_model_version(loop_project.tasks.client, loop_project.tasks.project_id, champion.version)
+        with mlflow_errors():
+            loop_project = _open(project, url, api_key, document_root, from_name)
+            champion = load_champion(ref, loop_project.target)
+            tasks = loop_project.tasks.read()
+            cache = EmbeddingCache(cache_path(_state_dir(state_dir), champion.version, loop_project.key))
+            written, errors = score_tasks(loop_project, champion, tasks, need_embedding={t.id for t in tasks
+                                                                                         if not t.annotations},
+                                          cache=cache, batch_size=batch_size, progress=True)
+            state = set_model_version(loop_project.tasks.client, loop_project.tasks.project_id, champion.version)
     except (LabelStudioError, SyncError) as exc:
         fail(str(exc))
     typer.echo(f"{len(tasks)} tasks: {written} new predictions from {champion.version}, "
@@ -184,16 +196,26 @@ def status(
     project: str = PROJECT, model_name: str = MODEL, url: str = URL, api_key: str = API_KEY,
     document_root: str = DOCROOT, from_name: str = FROM_NAME,
 ):
-    """The rounds so far, the champion, and label counts by source."""
-    from integrations import mlflow_registry, mlflow_rounds
+    """The rounds so far, the champion, label counts by source, and anything written twice."""
     from integrations.labelstudio.server import LabelStudioError
-    from mlproject.loop.sync import AUDIT_KEY, RANK_KEY, REVOKED_KEY
 
     try:
-        loop_project = _open(project, url, api_key, document_root, from_name)
-        tasks = loop_project.tasks.read(progress=False)
+        with mlflow_errors():
+            loop_project = _open(project, url, api_key, document_root, from_name)
+            tasks = loop_project.tasks.read(progress=False)
+            _print_status(loop_project, tasks, model_name)
     except LabelStudioError as exc:
         fail(str(exc))
+
+
+def _print_status(loop_project, tasks, model_name: str) -> None:
+    import time
+
+    from integrations import mlflow_lock, mlflow_registry, mlflow_rounds
+    from mlproject.loop import round_lock
+    from mlproject.loop.duplicates import find_duplicates
+    from mlproject.loop.sync import AUDIT_KEY, RANK_KEY, REVOKED_KEY
+
     runs = mlflow_rounds.round_runs(loop_project.key)
     typer.secho(f"Project {loop_project.tasks.project_id} at {loop_project.tasks.url} ({loop_project.key})", bold=True)
     typer.echo(f"{'round':>5} {'state':9} {'champion':34} {'pred':>5} {'auto':>5} {'queue':>5} {'human':>5} "
@@ -228,8 +250,15 @@ def status(
                f"{len(unlabelled)} unlabelled ({sum(t.data.get(RANK_KEY) is not None for t in unlabelled)} in the "
                f"review queue, {sum(bool(t.data.get(REVOKED_KEY)) for t in unlabelled)} revoked auto-labels); "
                f"{sum(t.data.get(AUDIT_KEY) == 'yes' for t in tasks)} in the audit view")
+    duplicates = find_duplicates(tasks, bot, f"{model_name}/")
+    if duplicates.found:
+        typer.secho(f"Written twice: {duplicates.summary()}; `alloop sync --repair-duplicates` deletes the extras",
+                    fg="red")
     tau = mlflow_rounds.get_setting(loop_project.key, "tau")
     typer.echo(f"tau raised by audits: {tau}" if tau else "tau: the sync option (no audit raised it)")
+    lock = mlflow_lock.read(round_lock.lock_name(loop_project.key))
+    if lock is not None:
+        typer.echo(f"Running now: {round_lock.describe(round_lock.Holder.from_tags(lock.tags), time.time())}")
 
 
 @app.command()
@@ -238,22 +267,27 @@ def audit(
     sample: int = typer.Option(20, help="auto-labels to add to the 'Audit' view"),
     target: float = typer.Option(0.995, help="auto-label precision the loop must keep"),
     tau: float = typer.Option(0.95, help="the sync tau (raised from here, or from an earlier audit)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0), wait: float = WAIT, lease_seconds: float = LEASE,
     url: str = URL, api_key: str = API_KEY, document_root: str = DOCROOT, from_name: str = FROM_NAME,
 ):
     """Sample auto-labels into the 'Audit' view; from the audited ones, report precision and react."""
     from integrations.labelstudio.server import LabelStudioError
     from mlproject.loop.audit import run_audit
+    from mlproject.loop.round_lock import RoundLockError
     from mlproject.loop.policy import PolicyConfig
     from mlproject.loop.sync import SyncOptions
 
     if not 0 < target <= 1:
         fail(f"--target must be in (0, 1], got {target}")
     try:
-        loop_project = _open(project, url, api_key, document_root, from_name)
-        report = run_audit(loop_project, SyncOptions(model_name=model_name, policy=PolicyConfig(tau=tau)),
-                           sample_size=sample, target=target, seed=seed)
-    except LabelStudioError as exc:
+        options = SyncOptions(model_name=model_name, policy=PolicyConfig(tau=tau), wait_s=wait, lease_s=lease_seconds)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        with mlflow_errors():
+            loop_project = _open(project, url, api_key, document_root, from_name)
+            report = run_audit(loop_project, options, sample_size=sample, target=target, seed=seed)
+    except (LabelStudioError, RoundLockError) as exc:
         fail(str(exc))
     v = report.verdict
     if v.audited:

@@ -14,6 +14,7 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from integrations import mlflow_rounds
+from mlproject.loop import round_lock
 from mlproject.loop.policy import AuditVerdict, judge_audit
 from mlproject.loop.sync import AUDIT_KEY, REVOKED_KEY, LoopProject, SyncOptions, effective_policy
 
@@ -40,6 +41,12 @@ def _auto_label_rounds(key: str) -> dict[int, int]:
 
 def run_audit(project: LoopProject, options: SyncOptions, *, sample_size: int = 20, target: float = 0.995,
               seed: int = 0) -> AuditReport:
+    """Under the project's round lock: an audit deletes machine labels a running round may be writing."""
+    with round_lock.hold(project.key, wait_s=options.wait_s, lease_s=options.lease_s, command="audit"):
+        return _audit(project, options, sample_size=sample_size, target=target, seed=seed)
+
+
+def _audit(project: LoopProject, options: SyncOptions, *, sample_size: int, target: float, seed: int) -> AuditReport:
     tasks = project.tasks.read(progress=options.progress)
     bot = project.bot_id
     policy = effective_policy(options, project.key)

@@ -14,7 +14,8 @@
 
 Crash-safe: the round's plan is saved in its run before anything is applied, every write checks
 Label Studio first, and a killed round is resumed by the next ``alloop sync``. Human annotations
-are only ever read.
+are only ever read. One round per project at a time (:mod:`mlproject.loop.round_lock`), and every
+round starts by checking for what was written twice (:mod:`mlproject.loop.duplicates`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from integrations.labelstudio.label_config import ChoicesTarget, LabelConfigErro
 from integrations.labelstudio.tasks import Annotation, ProjectTasks, Task
 from mlproject.data.loaders import manifest_hash, write_manifest
 from mlproject.data.records import LabeledImage
+from mlproject.loop import round_lock
+from mlproject.loop.duplicates import check_duplicates
 from mlproject.loop.embeddings import EmbeddingCache, cache_path
 from mlproject.loop.policy import AutoLabel, PolicyConfig, ReviewItem, RoundPlan, plan_round, probabilities_from_p_defect
 
@@ -158,12 +161,17 @@ class SyncOptions:
     state_dir: Path = Path(".alloop")
     label_map: dict = field(default_factory=dict)
     progress: bool = True
+    wait_s: float = 0.0  # for another round of the project to finish (0: refuse at once)
+    lease_s: float = round_lock.DEFAULT_LEASE_S  # this round's lock is stale this long after its last heartbeat
+    repair_duplicates: bool = False  # delete auto-labels and predictions found written twice
 
     def __post_init__(self):
         if not 0.0 <= self.holdout_share < 1.0:
             raise ValueError(f"holdout_share must be in [0, 1), got {self.holdout_share}")
         if self.retrain_after < 1:
             raise ValueError(f"retrain_after must be >= 1, got {self.retrain_after}")
+        if self.wait_s < 0 or self.lease_s <= 0:
+            raise ValueError(f"--wait must be >= 0 and the lock's lease > 0, got {self.wait_s} and {self.lease_s}")
 
 
 class Timings(dict):
@@ -361,8 +369,14 @@ def fingerprint(champion: str, tasks: list[Task], bot_id: int, policy: PolicyCon
 
 
 def run_round(project: LoopProject, options: SyncOptions, *, hook: Hook | None = None) -> RoundReport:
-    """One round, resumed if the last one did not finish. See the module docstring."""
-    hook = hook or (lambda step, info: None)
+    """One round, resumed if the last one did not finish, under the project's round lock (one round
+    per project at a time: :mod:`mlproject.loop.round_lock`). See the module docstring."""
+    with round_lock.hold(project.key, wait_s=options.wait_s, lease_s=options.lease_s,
+                         round_hint=lambda: str(mlflow_rounds.upcoming_round(project.key))) as lock:
+        return _run_round(project, options, lock.guard(hook or (lambda step, info: None)), lock)
+
+
+def _run_round(project: LoopProject, options: SyncOptions, hook: Hook, lock: round_lock.RoundLock) -> RoundReport:
     timings = Timings()
     with timings("load_model"):
         ref = mlflow_registry.resolve(options.model_name, mlflow_registry.CHAMPION)
@@ -380,13 +394,17 @@ def run_round(project: LoopProject, options: SyncOptions, *, hook: Hook | None =
         policy = effective_policy(options, project.key)
         tasks = project.tasks.read(progress=options.progress)
         runs = mlflow_rounds.round_runs(project.key)
+    with timings("duplicates"):  # before the "nothing changed" shortcut: that alone would never repair them
+        duplicates, notes = check_duplicates(project.tasks, tasks, project.bot_id,
+                                             model_prefix=f"{options.model_name}/", repair=options.repair_duplicates)
     state_now = fingerprint(champion.version, tasks, project.bot_id, policy)
     last = runs[-1] if runs else None
     if (last is not None and mlflow_rounds.state_of(last) == "complete" and not options.force_round
             and not options.force_retrain and last.data.tags.get("alloop.fingerprint") == state_now):
         report = RoundReport(mlflow_rounds.round_number(last), resumed=False, skipped=True,
                              champion_before=champion.version, champion_after=champion.version,
-                             run_id=last.info.run_id, timings=timings)
+                             run_id=last.info.run_id, timings=timings, counts=duplicates.counts(),
+                             messages=list(notes))
         report.say(f"nothing changed since round {report.round} (same champion, tasks and human labels): "
                    "no new round; label the 'Needs review' queue, or pass --force-round / --retrain")
         return report
@@ -395,7 +413,8 @@ def run_round(project: LoopProject, options: SyncOptions, *, hook: Hook | None =
         run, resumed = mlflow_rounds.open_or_new_round(project.key)
         run_id, state = run.info.run_id, mlflow_rounds.state_of(run)
         report = RoundReport(mlflow_rounds.round_number(run), resumed, champion_before=champion.version,
-                             run_id=run_id, timings=timings)
+                             run_id=run_id, timings=timings, counts=duplicates.counts(), messages=list(notes))
+        lock.update(round=str(report.round), run_id=run_id)
         mlflow_rounds.log_params(run_id, {**{f"policy_{k}": v for k, v in asdict(policy).items()},
                                           "retrain_after": options.retrain_after,
                                           "holdout_share": options.holdout_share, "entry_point": options.entry_point,
