@@ -64,7 +64,8 @@ def mlflow_run(entry_point: str, params: dict, experiment: str) -> tuple[str, fl
 
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
+    run = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)  # not a search trial
     return run.info.run_id, seconds, " ".join(command[2:])
 
 

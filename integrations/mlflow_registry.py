@@ -215,15 +215,23 @@ def find_version(name: str, tags: dict[str, str]) -> VersionRef | None:
     return VersionRef(name, str(max(int(v.version) for v in matching)))
 
 
+CHOSEN_SUFFIX = "_chosen"  # a param a search chose: ``C=auto`` was run, ``C_chosen`` is what won
+
+
 def training_params(ref: VersionRef) -> dict[str, str]:
-    """The params of the run that trained ``ref`` (empty when it has no run)."""
+    """The params of the run that trained ``ref`` (empty when it has no run), with what its search chose
+    in place of ``auto``: a retrain then reuses the winner instead of searching again."""
     run_id = version_tags(ref).get("run_id")
     if not run_id:
         return {}
     try:
-        return dict(MlflowClient().get_run(run_id).data.params)
+        params = dict(MlflowClient().get_run(run_id).data.params)
     except MlflowException:
         return {}
+    for key, value in list(params.items()):
+        if key.endswith(CHOSEN_SUFFIX) and key[: -len(CHOSEN_SUFFIX)] in params:
+            params[key[: -len(CHOSEN_SUFFIX)]] = value
+    return params
 
 
 def versions_tag_values(name: str, key: str) -> list[str]:

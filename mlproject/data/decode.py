@@ -197,15 +197,31 @@ def decode_image(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
     return array
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """``size`` x ``size`` x 3 uint8, bilinear (aspect ratio not kept: inputs are square-ish tiles)."""
+#: How an image becomes a square model input: "pad" keeps the aspect ratio (the shorter side is
+#: padded with the ImageNet mean colour, which VGG preprocessing turns into zeros), "squash" stretches
+#: (models registered before "pad" existed). A square image comes out the same either way.
+FITS = ("pad", "squash")
+TRAINING_FIT = "pad"  # what new models are trained (and so served) with
+PAD_RGB = (124, 117, 104)
+
+
+def resize(image: np.ndarray, size: int, fit: str = "squash") -> np.ndarray:
+    """``size`` x ``size`` x 3 uint8, bilinear; ``fit`` (:data:`FITS`) says how a non-square image fits."""
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
-    if image.shape[0] == size and image.shape[1] == size:
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    height, width = image.shape[:2]
+    if height == size and width == size:
         return image
-    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
-        (size, size), Image.Resampling.BILINEAR)
-    return np.array(resized, dtype=np.uint8)
+    source = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    if fit == "squash" or height == width:
+        return np.array(source.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    scale = size / max(height, width)
+    inner = (max(1, round(width * scale)), max(1, round(height * scale)))
+    canvas = Image.new("RGB", (size, size), PAD_RGB)
+    canvas.paste(source.resize(inner, Image.Resampling.BILINEAR), ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    return np.array(canvas, dtype=np.uint8)
 
 
 def vgg_preprocess(batch_uint8: np.ndarray) -> np.ndarray:
@@ -214,8 +230,9 @@ def vgg_preprocess(batch_uint8: np.ndarray) -> np.ndarray:
     return batch - VGG_BGR_MEAN
 
 
-def images_to_model_input(images: Sequence[bytes], size: int, sources: Sequence[str] | None = None):
-    """Decode, resize and preprocess a batch; one bad image never stops the others.
+def images_to_model_input(images: Sequence[bytes], size: int, sources: Sequence[str] | None = None, *,
+                          fit: str = "squash"):
+    """Decode, resize (``fit``, see :func:`resize`) and preprocess a batch; one bad image never stops the others.
 
     Returns ``(batch, good_indices, errors)``: the float32 N x size x size x 3 batch of the decodable
     images, their positions in ``images``, and one :class:`BadImageError` per image that failed.
@@ -227,7 +244,7 @@ def images_to_model_input(images: Sequence[bytes], size: int, sources: Sequence[
     decoded, good, errors = [], [], []
     for index, (data, source) in enumerate(zip(images, sources)):
         try:
-            decoded.append(resize(decode_image(data, source=source), size))
+            decoded.append(resize(decode_image(data, source=source), size, fit))
             good.append(index)
         except BadImageError as exc:
             errors.append(exc)

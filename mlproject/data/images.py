@@ -74,8 +74,10 @@ def read_bytes(record: LabeledImage) -> bytes:
         raise BadImageError(record.path, f"cannot read the file ({exc.strerror or exc})") from None
 
 
-def load_images(records: list[LabeledImage], size: int, *, skip_bad: bool = False, progress: bool = True):
-    """``(images, loaded_records, bad_files)``: N x size x size x 3 uint8, not yet VGG-preprocessed.
+def load_images(records: list[LabeledImage], size: int, *, skip_bad: bool = False, progress: bool = True,
+                fit: str = "squash"):
+    """``(images, loaded_records, bad_files)``: N x size x size x 3 uint8 (``fit``: see
+    :func:`~mlproject.data.decode.resize`), not yet VGG-preprocessed.
 
     Preprocessing (float32, 4x the memory) is left to the caller, batch by batch. Bad files raise one
     :class:`BadImagesError` naming them all, after every file was tried, unless ``skip_bad``: then
@@ -84,7 +86,7 @@ def load_images(records: list[LabeledImage], size: int, *, skip_bad: bool = Fals
     images, loaded, bad = [], [], []
     for record in tqdm(records, desc=f"reading images ({size}px)", unit="img", disable=not progress):
         try:
-            image = resize(decode_image(read_bytes(record), source=record.path), size)
+            image = resize(decode_image(read_bytes(record), source=record.path), size, fit)
         except BadImageError as exc:
             bad.append(BadFile(record.path, exc.reason))
             continue

@@ -18,20 +18,43 @@ from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
-from mlproject.training.svm_training import fit_svm
+from mlproject.training.svm_training import AUTO, KERNELS, SvmSettings, Trial, fit_svm, parse_C, search_svm
+
+
+DEFAULT_FEATURE_LAYERS = "block3_pool,block4_pool,block5_pool"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="svm", description=__doc__)
     common.add_training_arguments(parser)
-    parser.add_argument("--pooling", default="avg", choices=["avg", "max", "avgmax", "stats"])
-    parser.add_argument("--feature-layers", default="block5_pool",
+    parser.add_argument("--pooling", default="stats", choices=["avg", "max", "avgmax", "stats"],
+                        help="how each layer's map becomes a vector; stats = per-channel mean, std, max, min")
+    parser.add_argument("--feature-layers", default=DEFAULT_FEATURE_LAYERS,
                         help="comma-separated VGG16 layers whose pooled outputs are concatenated")
-    parser.add_argument("--C", type=float, default=1.0)
-    parser.add_argument("--kernel", default="rbf", choices=["rbf", "linear", "poly", "sigmoid"])
+    parser.add_argument("--log-features", type=common.str2bool, default=True,
+                        help="sign(x) log(1 + |x|) of the features before standardising them")
+    parser.add_argument("--C", type=parse_C, default=AUTO, help="SVM regularisation, or 'auto' (searched)")
+    parser.add_argument("--kernel", default=AUTO, choices=[AUTO, *KERNELS], help="SVM kernel, or 'auto' (searched)")
+    parser.add_argument("--search-trials", type=common.integer, default=SvmSettings.search_trials,
+                        help="at most this many candidates when C or kernel is 'auto' (scored on validation)")
+    parser.add_argument("--search-budget-s", type=float, default=SvmSettings.search_budget_s,
+                        help="and at most this many seconds of search")
     parser.add_argument("--batch-size", type=common.integer, default=32)
     return parser
+
+
+def svm_settings(args) -> SvmSettings:
+    return SvmSettings(C=args.C, kernel=args.kernel, log_features=args.log_features,
+                       search_trials=args.search_trials, search_budget_s=args.search_budget_s, seed=args.seed)
+
+
+def log_trial(trial: Trial) -> None:
+    """One search candidate as a child run of the entry point's run (MLflow's convention: the UI
+    compares them side by side)."""
+    with mlflow.start_run(run_name=f"svm-trial-{trial.number}", nested=True):
+        mlflow.log_params({"C": trial.C, "kernel": trial.kernel, "trial": trial.number})
+        mlflow.log_metrics({"val_roc_auc": trial.val_roc_auc, "fit_seconds": trial.seconds})
 
 
 def main(argv=None) -> None:
@@ -42,14 +65,22 @@ def main(argv=None) -> None:
         mlflow.set_tags({"variant": "svm", "pattern": args.pattern})
         mlflow_runs.log_params({**vars(args), "variant": "svm",
                                 "weights_description": describe_weights(args.weights).description})
-        prepared = common.prepare_data(args, args.image_size)
+        prepared = common.prepare_data(args)
         common.log_data(prepared)
+        import keras
+
+        keras.utils.set_random_seed(args.seed)  # weights=none: the same random backbone for the same seed
         layers = tuple(name.strip() for name in args.feature_layers.split(",") if name.strip())
-        extractor = build_feature_extractor(args.weights, args.image_size, feature_layers=layers, pooling=args.pooling)
+        extractor = build_feature_extractor(args.weights, prepared.image_size, feature_layers=layers, pooling=args.pooling)
         features = {name: predict_in_batches(extractor, prepared.x[name], batch_size=args.batch_size,
                                              desc=f"VGG16 features ({name})")
                     for name in ("train", "val", "test")}
-        pipeline = fit_svm(features["train"], prepared.y["train"], C=args.C, kernel=args.kernel, seed=args.seed)
+        settings = svm_settings(args)
+        search = search_svm((features["train"], prepared.y["train"]), (features["val"], prepared.y["val"]), settings,
+                            on_trial=log_trial)
+        mlflow.log_params({"C_chosen": search.C, "kernel_chosen": search.kernel, "search_trials_run": len(search.trials)})
+        pipeline = fit_svm(features["train"], prepared.y["train"], C=search.C, kernel=search.kernel, seed=args.seed,
+                           log_features=settings.log_features)
         p_val = pipeline.predict_proba(features["val"])[:, 1]
         threshold = resolve_threshold(args.threshold, prepared.y["val"], p_val)
         mlflow.log_metric("operating_threshold", threshold)
@@ -65,11 +96,12 @@ def main(argv=None) -> None:
             keras_path, svm_path = Path(tmp) / "feature_extractor.keras", Path(tmp) / "svm.joblib"
             extractor.save(keras_path)
             joblib.dump(pipeline, svm_path)
-            config = model_config_dict(variant="svm", image_size=args.image_size, class_names=prepared.class_names,
+            config = model_config_dict(variant="svm", image_size=prepared.image_size, class_names=prepared.class_names,
                                        threshold=threshold, weights=args.weights, model_version="")
             ref = common.register_model(DefectClassifierModel(),
                                         {"keras_model": str(keras_path), "sklearn_model": str(svm_path)},
                                         config, prepared, args, "svm")
+        mlflow_registry.tag_version(ref, {"chosen.C": search.C, "chosen.kernel": search.kernel})
         common.print_where_to_look(ref)
 
 

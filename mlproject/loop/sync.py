@@ -234,7 +234,8 @@ def score_tasks(project: LoopProject, champion: Champion, tasks: list[Task], *, 
         chunk = todo[start : start + batch_size]
         urls = [project.image_url(t) for t in chunk]
         with timings("inference"):  # reading the images is part of it
-            fetched = fetch_all(project.fetcher, urls, image_key=project.target.image_value_key)
+            fetched = fetch_all(project.fetcher, urls, image_key=project.target.image_value_key,
+                                task_ids=[t.id for t in chunk])
             readable = [(t, url, c) for t, url, (c, error) in zip(chunk, urls, fetched) if c is not None]
             for t, (content, error) in zip(chunk, fetched):
                 if content is None:
@@ -318,7 +319,7 @@ def local_image_path(project: LoopProject, task: Task, images_dir: Path) -> str:
     target = images_dir / f"{task.id}-{name}"
     if not target.is_file():
         images_dir.mkdir(parents=True, exist_ok=True)
-        content = project.fetcher.fetch(url)
+        content = project.fetcher.fetch(url, task_id=task.id)
         tmp = target.with_suffix(target.suffix + ".part")
         tmp.write_bytes(content)
         tmp.replace(target)

@@ -27,6 +27,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from mlproject.data.decode import TRAINING_FIT
+
 CONFIG_ARTIFACT = "model_config"
 KERAS_ARTIFACT = "keras_model"
 SKLEARN_ARTIFACT = "sklearn_model"
@@ -88,6 +90,10 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         self.model_version = str(model_config.get("model_version") or self.config.get("model_version", ""))
 
     @property
+    def fit(self) -> str:
+        return str(self.config.get("fit", "squash"))  # models registered before "pad": they were trained squashed
+
+    @property
     def test_time_views(self) -> int:
         return int(self.config.get("test_time_views", 1))  # models registered before it existed: 1
 
@@ -119,7 +125,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         """
         from mlproject.data.decode import images_to_model_input
 
-        batch, good, errors = images_to_model_input(images, int(self.config["image_size"]), sources=sources)
+        batch, good, errors = images_to_model_input(images, int(self.config["image_size"]), sources=sources, fit=self.fit)
         batch_size = int(self.config.get("batch_size", 32))
         p_parts, e_parts = [], []
         for start in range(0, len(batch), batch_size):
@@ -154,7 +160,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
             except (TypeError, ValueError) as exc:
                 raw.append(b"")
                 errors[i] = str(BadImageError(sources[i], f"not image bytes or base64 ({exc})"))
-        batch, good, bad = images_to_model_input(raw, int(self.config["image_size"]), sources=sources)
+        batch, good, bad = images_to_model_input(raw, int(self.config["image_size"]), sources=sources, fit=self.fit)
         bad_indices = sorted(set(range(len(raw))) - set(good))
         for index, error in zip(bad_indices, bad):
             errors.setdefault(index, str(error))
@@ -176,8 +182,10 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
 
 
 def model_config_dict(*, variant: str, image_size: int, class_names, threshold: float, weights: str,
-                      model_version: str, batch_size: int = 32, test_time_views: int = 1) -> dict:
+                      model_version: str, batch_size: int = 32, test_time_views: int = 1,
+                      fit: str = TRAINING_FIT) -> dict:
     return {
+        "fit": fit,
         "variant": variant,
         "image_size": int(image_size),
         "class_names": list(class_names),

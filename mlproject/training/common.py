@@ -13,10 +13,12 @@ import mlflow
 import numpy as np
 
 from integrations import mlflow_registry, mlflow_runs
+from mlproject.data.decode import TRAINING_FIT
 from mlproject.data.images import BadFile, BadImagesError, load_images
 from mlproject.data.loaders import label_counts, load_dataset, manifest_hash, source_counts
 from mlproject.data.records import DEFECT, LabeledImage
 from mlproject.data.split import Split, stratified_split
+from mlproject.data.sizing import AUTO, AUTO_MAX_SIZE, parse_image_size, resolve_image_size
 from mlproject.data.synthetic import generate_synthetic_dagm
 from mlproject.evaluation.threshold import parse_threshold
 from mlproject.evaluation.report import build_report, plot_training_curves, write_report_files
@@ -50,6 +52,13 @@ def integer(value: str) -> int:
     return int(number)
 
 
+def image_size_argument(value: str) -> int | str:
+    try:
+        return parse_image_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=SYNTHETIC,
@@ -68,7 +77,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     group = parser.add_argument_group("model")
     group.add_argument("--weights", default="imagenet", help="imagenet | hed | none | path to a VGG16 no-top weights file")
-    group.add_argument("--image-size", type=integer, default=224)
+    group.add_argument("--image-size", type=image_size_argument, default=AUTO,
+                       help="input size in px, or 'auto': the images' median longer side, at most "
+                            f"{AUTO_MAX_SIZE}; non-square images are padded, not stretched")
     group.add_argument("--threshold", type=parse_threshold, default="auto",
                        help="P(defect) at or above which an image is called defective; 'auto' picks the value "
                             "with the best balanced accuracy on the validation split")
@@ -113,24 +124,31 @@ class PreparedData:
     y: dict  # split name -> int labels (1 = positive)
     kept: dict  # split name -> records actually loaded
     bad_files: list[BadFile]
+    image_size: int = 224
+    image_size_reason: str = "given"
+    fit: str = TRAINING_FIT
 
 
-def prepare_data(args, image_size: int) -> PreparedData:
+def prepare_data(args) -> PreparedData:
+    """The dataset read, split and loaded at ``args.image_size`` (resolved here when ``auto``)."""
     data = resolve_data(args)
     records = load_dataset(data, pattern=args.pattern, layout=args.layout)
     class_names = class_names_for(records, args.positive_label)
     split = stratified_split(records, seed=args.split_seed, val_fraction=args.val_fraction,
                              test_fraction=args.test_fraction)
+    size = resolve_image_size(args.image_size, split.train)  # from the training images only
+    log.info("image size %d px (%s)", size.size, size.reason)
     x, y, kept, bad = {}, {}, {}, []
     for name in ("train", "val", "test"):
         # Every split is read even past a bad file, so one error can name the bad files of all three.
-        images, loaded, bad_here = load_images(getattr(split, name), image_size, skip_bad=True)
+        images, loaded, bad_here = load_images(getattr(split, name), size.size, skip_bad=True, fit=TRAINING_FIT)
         x[name], kept[name] = images, loaded
         y[name] = np.array([int(r.label == class_names[1]) for r in loaded], dtype=np.int64)
         bad.extend(bad_here)
     if bad and not args.skip_bad_images:
         raise BadImagesError(bad, hint=SKIP_BAD_IMAGES_HINT)
-    return PreparedData(data, records, split, class_names, manifest_hash(records), x, y, kept, bad)
+    return PreparedData(data, records, split, class_names, manifest_hash(records), x, y, kept, bad,
+                        size.size, size.reason)
 
 
 def log_data(prepared: PreparedData) -> None:
@@ -140,6 +158,8 @@ def log_data(prepared: PreparedData) -> None:
         "data_path": prepared.data,
         "manifest_hash": prepared.manifest_hash,
         "class_names": ",".join(prepared.class_names),
+        "image_size_used": prepared.image_size, "image_size_reason": prepared.image_size_reason,
+        "image_fit": prepared.fit,
         **{f"n_{name}": len(prepared.kept[name]) for name in ("train", "val", "test")},
     })
     mlflow.set_tags({"manifest_hash": prepared.manifest_hash,

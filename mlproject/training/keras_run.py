@@ -25,9 +25,9 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
                                 "trainable_blocks": trainable_blocks,
                                 "weights_description": describe_weights(args.weights).description,
                                 **{f"train_{k}": v for k, v in config.__dict__.items()}})
-        prepared = common.prepare_data(args, args.image_size)
+        prepared = common.prepare_data(args)
         common.log_data(prepared)
-        classifier = build_head_classifier(args.weights, args.image_size, trainable_blocks=trainable_blocks,
+        classifier = build_head_classifier(args.weights, prepared.image_size, trainable_blocks=trainable_blocks,
                                            pooling=args.pooling, dense_units=args.dense_units, dropout=args.dropout)
         history = train_head_classifier(classifier, prepared.x["train"], prepared.y["train"],
                                         prepared.x["val"], prepared.y["val"], config, on_epoch=mlflow_runs.log_epoch)
@@ -48,7 +48,7 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         with tempfile.TemporaryDirectory() as tmp:
             keras_path = Path(tmp) / "classifier.keras"
             classifier.full.save(keras_path)
-            model_config = model_config_dict(variant=variant, image_size=args.image_size,
+            model_config = model_config_dict(variant=variant, image_size=prepared.image_size,
                                              class_names=prepared.class_names, threshold=threshold,
                                              weights=args.weights, model_version="", test_time_views=views)
             ref = common.register_model(DefectClassifierModel(), {"keras_model": str(keras_path)}, model_config,

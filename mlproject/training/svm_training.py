@@ -1,26 +1,151 @@
-"""The ``svm`` variant's classifier: scaled VGG16 features -> SVM with calibrated probabilities."""
+"""The ``svm`` variant's classifier: (log-compressed) standardised VGG16 features -> SVM with
+calibrated probabilities, and the budgeted search for its ``C`` and kernel on the validation split.
+
+The search is Optuna's (TPE, seeded); each trial fits on the training split and is scored on the
+validation split only, by ROC AUC of the SVM's decision function (threshold-free, so the operating
+point, chosen later on the same validation split, does not steer it). Among equally good trials the
+most regularised (smallest ``C``) wins.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
+from mlproject.models.feature_transforms import signed_log1p
 
-def fit_svm(features: np.ndarray, labels: np.ndarray, *, C: float = 1.0, kernel: str = "rbf", seed: int = 0) -> Pipeline:
+AUTO = "auto"
+KERNELS = ("linear", "rbf", "poly", "sigmoid")
+
+
+@dataclass(frozen=True)
+class SvmSettings:
+    """``C`` and ``kernel`` given, or ``auto`` (searched); the search's space and budget."""
+
+    C: float | str = AUTO
+    kernel: str = AUTO
+    log_features: bool = True
+    search_trials: int = 24
+    search_budget_s: float = 300.0
+    C_range: tuple[float, float] = (1e-3, 1e2)
+    kernels: tuple[str, ...] = ("linear", "rbf")
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.C != AUTO and not (isinstance(self.C, (int, float)) and self.C > 0):
+            raise ValueError(f"C must be a positive number or 'auto', got {self.C!r}")
+        if self.kernel != AUTO and self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS} or 'auto', got {self.kernel!r}")
+        if self.search_trials < 1 or self.search_budget_s <= 0:
+            raise ValueError("search_trials must be >= 1 and search_budget_s > 0")
+
+    @property
+    def needs_search(self) -> bool:
+        return self.C == AUTO or self.kernel == AUTO
+
+
+@dataclass
+class Trial:
+    number: int
+    C: float
+    kernel: str
+    val_roc_auc: float
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    C: float
+    kernel: str
+    trials: list[Trial] = field(default_factory=list)
+    searched: bool = True
+
+
+def parse_C(value: str) -> float | str:
+    text = str(value).strip().lower()
+    return AUTO if text == AUTO else float(text)
+
+
+def _scaler(log_features: bool) -> list:
+    steps = [("log", FunctionTransformer(signed_log1p))] if log_features else []
+    return steps + [("scale", StandardScaler())]
+
+
+def _svc(C: float, kernel: str, seed: int) -> SVC:
+    return SVC(C=C, kernel=kernel, class_weight="balanced", random_state=seed)
+
+
+def fit_svm(features: np.ndarray, labels: np.ndarray, *, C: float = 1.0, kernel: str = "rbf", seed: int = 0,
+            log_features: bool = False) -> Pipeline:
     """Balanced-class SVM; probabilities come from cross-validated sigmoid calibration.
 
     ``SVC(probability=True)`` is deprecated in scikit-learn 1.9; ``CalibratedClassifierCV`` replaces it.
     """
     labels = np.asarray(labels).astype(int)
-    smallest_class = int(np.bincount(labels, minlength=2).min())
-    if smallest_class < 2:
+    smallest_class = int(np.bincount(labels).min()) if len(labels) else 0
+    if len(np.unique(labels)) < 2 or smallest_class < 2:
         raise ValueError("the svm variant needs at least 2 training images of each class")
-    calibrated = CalibratedClassifierCV(
-        SVC(C=C, kernel=kernel, class_weight="balanced", random_state=seed),
-        method="sigmoid",
-        cv=min(3, smallest_class),
-    )
-    return Pipeline([("scale", StandardScaler()), ("svm", calibrated)]).fit(features, labels)
+    calibrated = CalibratedClassifierCV(_svc(C, kernel, seed), method="sigmoid", cv=min(3, smallest_class))
+    return Pipeline([*_scaler(log_features), ("svm", calibrated)]).fit(features, labels)
+
+
+def validation_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC (one-vs-rest, macro, for more than two classes); NaN when a class is missing."""
+    if len(np.unique(labels)) < 2:
+        return math.nan
+    if scores.ndim == 1:
+        return float(roc_auc_score(labels, scores))
+    # roc_auc_score wants probabilities for several classes; a softmax keeps each row's ranking
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return float(roc_auc_score(labels, shifted / shifted.sum(axis=1, keepdims=True), multi_class="ovr",
+                               average="macro"))
+
+
+def best_trial(trials: list[Trial]) -> Trial:
+    """The highest validation AUC; ties go to the smallest C (the simplest boundary)."""
+    scored = [t for t in trials if not math.isnan(t.val_roc_auc)]
+    if not scored:
+        raise ValueError("no search trial could be scored on the validation split (does it hold both classes?)")
+    top = max(t.val_roc_auc for t in scored)
+    return min((t for t in scored if t.val_roc_auc >= top - 1e-9), key=lambda t: (t.C, t.number))
+
+
+def search_svm(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], settings: SvmSettings,
+               *, on_trial: Callable[[Trial], None] | None = None) -> SearchResult:
+    """``C`` and kernel for :func:`fit_svm`: as given, or searched on ``val`` (never anything else)."""
+    if not settings.needs_search:
+        return SearchResult(float(settings.C), settings.kernel, searched=False)
+    import optuna
+
+    x_train, y_train = train
+    x_val, y_val = val
+    scaler = Pipeline(_scaler(settings.log_features)).fit(x_train)
+    x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
+    trials: list[Trial] = []
+
+    def objective(trial) -> float:
+        C = float(settings.C) if settings.C != AUTO else trial.suggest_float("C", *settings.C_range, log=True)
+        kernel = settings.kernel if settings.kernel != AUTO else trial.suggest_categorical("kernel", settings.kernels)
+        started = time.perf_counter()
+        model = _svc(C, kernel, settings.seed).fit(x_train, y_train)
+        auc = validation_auc(model.decision_function(x_val), y_val)
+        record = Trial(trial.number, C, kernel, auc, time.perf_counter() - started)
+        trials.append(record)
+        if on_trial is not None:
+            on_trial(record)
+        return -1.0 if math.isnan(auc) else auc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
+    study.optimize(objective, n_trials=settings.search_trials, timeout=settings.search_budget_s)
+    best = best_trial(trials)
+    return SearchResult(best.C, best.kernel, trials)

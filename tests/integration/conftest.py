@@ -59,7 +59,7 @@ def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5)
     common.add_training_arguments(parser)
     args = parser.parse_args(["--data", str(data), "--weights", "none", "--image-size", "32",
                               "--registered-model-name", name])
-    prepared = common.prepare_data(args, 32)
+    prepared = common.prepare_data(args)
     extractor = build_feature_extractor("none", 32, pooling="avgmax")
     pipeline = fit_svm(predict_in_batches(extractor, prepared.x["train"], progress=False), prepared.y["train"])
     folder = store / f"model-{name}-{time.monotonic_ns()}"

@@ -25,9 +25,11 @@ def mlflow_run(entry_point: str, **params) -> subprocess.CompletedProcess:
     return result
 
 
-def latest_run(client: MlflowClient):
-    experiment = client.get_experiment_by_name("tests")
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+def latest_run(client: MlflowClient, experiment: str = "tests", filter_string: str = ""):
+    """The newest top-level run (a search's trials are its nested child runs)."""
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], filter_string, order_by=["attributes.start_time DESC"])
+    return next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
 
 
 def artifact_paths(client, run_id, folder):
@@ -146,8 +148,7 @@ def test_a_broken_image_stops_the_run_by_name_or_is_skipped_counted_and_logged(t
     assert message.index("-P skip_bad_images=true") < message.index("--skip-bad-images true")
     svm.main(args + ["--skip-bad-images", "true"])
     client = MlflowClient()
-    run = client.search_runs([client.get_experiment_by_name("Default").experiment_id],
-                             filter_string="attributes.status = 'FINISHED'")[0]
+    run = latest_run(client, "Default", "attributes.status = 'FINISHED'")
     assert run.data.metrics["bad_images"] == 1
     rows = open(client.download_artifacts(run.info.run_id, "data/bad_images.csv")).read()
     assert str(broken) in rows and "truncated" in rows

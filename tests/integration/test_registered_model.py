@@ -41,7 +41,7 @@ def register_in_process(tmp_path, python_artifacts, prepared, args, variant, tes
 
 def test_finetune_model_from_registry_matches_in_process(tmp_path, tracking_uri, synthetic_data):
     args = training_args(synthetic_data, "equivalence-finetune")
-    prepared = common.prepare_data(args, SIZE)
+    prepared = common.prepare_data(args)
     classifier = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8)
     train_head_classifier(classifier, prepared.x["train"], prepared.y["train"], prepared.x["val"], prepared.y["val"],
                           HeadTrainingConfig(warmup_epochs=1, finetune_epochs=1))
@@ -68,7 +68,7 @@ def test_finetune_model_from_registry_matches_in_process(tmp_path, tracking_uri,
 
 def test_svm_model_from_registry_matches_in_process_and_isolates_a_broken_image(tmp_path, tracking_uri, synthetic_data):
     args = training_args(synthetic_data, "equivalence-svm")
-    prepared = common.prepare_data(args, SIZE)
+    prepared = common.prepare_data(args)
     extractor = build_feature_extractor("none", SIZE, pooling="avgmax")
     features = {s: predict_in_batches(extractor, prepared.x[s], progress=False) for s in ("train", "test")}
     pipeline = fit_svm(features["train"], prepared.y["train"])
@@ -101,7 +101,7 @@ def test_model_with_test_time_views_scores_the_mean_over_views_and_every_turn_al
                                                                                       synthetic_data):
     # Untrained (random weights): this is about how the registered model scores, not what it learned.
     args = training_args(synthetic_data, "equivalence-views")
-    prepared = common.prepare_data(args, SIZE)
+    prepared = common.prepare_data(args)
     classifier = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8)
     keras_path = tmp_path / "classifier.keras"
     classifier.full.save(keras_path)

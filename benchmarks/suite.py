@@ -1,0 +1,192 @@
+"""The dataset suite: each variant with its defaults (only ``data`` and ``weights=hed`` given) on every
+binary dataset of ``../shared/data``, against a frozen-features baseline computed in the same run.
+
+    python benchmarks/suite.py --variants svm                 # all binary datasets
+    python benchmarks/suite.py --variants svm,finetune --datasets casting_impeller
+
+Each run is a real ``mlflow run . -e VARIANT --env-manager local -P data=... -P weights=hed`` into the
+benchmark store (``benchmarks/out/suite.db``, not committed), timed from outside. The entry point's own
+fixed split (``split_seed=0``) is used; the baseline re-creates that split with the product's loader and
+splitter, fits on the training split only (nothing is chosen: C=1) and is scored on the same test
+split: per-channel mean / std / max of block3-5 pooled HED-VGG16 outputs at 224 px, log1p,
+standardised, a balanced logistic regression.
+
+Writes ``benchmarks/results/suite.json`` (the rows, date, commit, machine) and the table between the
+suite markers in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO.parent / "shared" / "data"
+OUT = REPO / "benchmarks" / "out"
+RESULTS_JSON = REPO / "benchmarks" / "results" / "suite.json"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+#: The binary datasets of the suite (neu_steel has 6 classes: for the multi-class work).
+DATASETS = ("dagm", "casting_impeller", "elpv_solar")
+TARGETS = {("finetune", "dagm"): 0.99, ("finetune", "casting_impeller"): 0.99, ("finetune", "elpv_solar"): 0.92,
+           ("svm", "dagm"): 0.90, ("svm", "casting_impeller"): 0.90, ("svm", "elpv_solar"): 0.85}
+TIME_LIMITS_S = {"svm": 600, "finetune": 2700}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_entry_point(variant: str, dataset: str, tracking_uri: str) -> dict:
+    """One default run; its wall time and the test metrics it logged."""
+    from mlflow import MlflowClient
+
+    data = DATA_ROOT / dataset
+    run_name = f"suite-{variant}-{dataset}-{int(time.time())}"
+    command = ["mlflow", "run", str(REPO), "-e", variant, "--env-manager", "local", "--experiment-name",
+               f"suite-{variant}", "--run-name", run_name, "-P", f"data={data}", "-P", "weights=hed"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    log = OUT / f"{run_name}.log"
+    started = time.perf_counter()
+    with open(log, "w") as handle:
+        done = subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    shown = " ".join(command[:2] + ["."] + command[3:9] + command[11:]).replace(str(DATA_ROOT), "../shared/data")
+    row = {"variant": variant, "dataset": dataset, "command": shown, "wall_s": round(seconds, 1),
+           "exit_code": done.returncode, "log": str(log.relative_to(REPO))}
+    if done.returncode != 0:
+        return row
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(f"suite-{variant}")
+    run = client.search_runs([experiment.experiment_id], f"tags.`mlflow.runName` = '{run_name}'")[0]
+    metrics, params = run.data.metrics, run.data.params
+    row.update(run_id=run.info.run_id, balanced_accuracy=metrics.get("test_balanced_accuracy"),
+               roc_auc=metrics.get("test_roc_auc"), defect_recall=metrics.get("test_defect_recall"),
+               threshold=metrics.get("operating_threshold"), image_size=params.get("image_size_used"),
+               chosen={k: v for k, v in params.items() if k.endswith("_chosen")})
+    return row
+
+
+def baseline(dataset: str) -> dict:
+    """Frozen HED features + balanced logistic regression on the entry points' own split."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlproject.data.images import load_images
+    from mlproject.data.loaders import load_dataset
+    from mlproject.data.split import stratified_split
+    from mlproject.models.variants import build_feature_extractor
+    from mlproject.training.batches import predict_in_batches
+
+    started = time.perf_counter()
+    records = load_dataset(str(DATA_ROOT / dataset))
+    split = stratified_split(records, seed=0, val_fraction=0.15, test_fraction=0.2)
+    layers = ("block3_pool", "block4_pool", "block5_pool")
+    extractor = build_feature_extractor("hed", 224, feature_layers=layers, pooling="stats")
+    widths = [extractor.get_layer(name).output.shape[-1] for name in layers]
+
+    def features(part):
+        images, loaded, _ = load_images(part, 224)
+        stats = predict_in_batches(extractor, images, desc=f"baseline {dataset}")
+        # stats pooling is [mean, std, max, min] per layer: keep mean, std and max
+        kept, start = [], 0
+        for width in widths:
+            kept.append(stats[:, start : start + 3 * width])
+            start += 4 * width
+        y = np.array([int(r.label == "defect") for r in loaded])
+        return np.log1p(np.maximum(np.concatenate(kept, axis=1), 0)), y
+
+    x_train, y_train = features(split.train)
+    x_test, y_test = features(split.test)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000))
+    model.fit(x_train, y_train)
+    p = model.predict_proba(x_test)[:, 1]
+    predicted = (p >= 0.5).astype(int)
+    return {"variant": "baseline (frozen HED stats + balanced logistic regression, 224 px)", "dataset": dataset,
+            "balanced_accuracy": float(balanced_accuracy_score(y_test, predicted)),
+            "roc_auc": float(roc_auc_score(y_test, p)), "defect_recall": float(recall_score(y_test, predicted)),
+            "wall_s": round(time.perf_counter() - started, 1), "command": "benchmarks/suite.py (in-process)"}
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"Measured {meta['date']} at commit `{meta['commit']}` on {meta['machine']}; "
+             f"command `{meta['command']}`.", "",
+             "| dataset | variant | balanced acc. | ROC AUC | defect recall | wall s | target | image px | chosen |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(value, digits=3):
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    for row in rows:
+        target = TARGETS.get((row["variant"], row["dataset"]))
+        verdict = ""
+        if target is not None and row.get("balanced_accuracy") is not None:
+            verdict = f"≥ {target:.2f}: {'met' if row['balanced_accuracy'] >= target else 'missed'}"
+        limit = TIME_LIMITS_S.get(row["variant"])
+        if limit and row.get("wall_s"):
+            verdict += f"; ≤ {limit // 60} min: {'met' if row['wall_s'] <= limit else 'missed'}"
+        chosen = ", ".join(f"{k.removesuffix('_chosen')}={v}" for k, v in (row.get("chosen") or {}).items())
+        failed = f" (exit {row['exit_code']}, see {row['log']})" if row.get("exit_code") else ""
+        lines.append(f"| {row['dataset']} | {row['variant']}{failed} | {cell(row.get('balanced_accuracy'))} | "
+                     f"{cell(row.get('roc_auc'))} | {cell(row.get('defect_recall'))} | {cell(row.get('wall_s'), 0)} | "
+                     f"{verdict} | {row.get('image_size') or ''} | {chosen} |")
+    return "\n".join(lines)
+
+
+def write_results(rows: list[dict], meta: dict) -> None:
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {"rows": []}
+    fresh = {(r["variant"], r["dataset"]) for r in rows}
+    kept = [r for r in previous.get("rows", []) if (r["variant"], r["dataset"]) not in fresh]
+    merged = sorted(kept + [{**r, **meta} for r in rows], key=lambda r: (r["dataset"], r["variant"]))
+    RESULTS_JSON.write_text(json.dumps({"rows": merged}, indent=1, sort_keys=True) + "\n")
+    table = markdown(rows, meta)
+    text = RESULTS_MD.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + BEGIN + "\n" + table + "\n" + END + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + f"\n\n## The dataset suite: defaults only\n\n{BEGIN}\n{table}\n{END}\n"
+    RESULTS_MD.write_text(text)
+    print(table)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="svm", help="comma-separated entry points")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{OUT / 'suite.db'}"
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": commit(),
+            "machine": f"{os.cpu_count()} vCPUs, {platform.machine()}, no GPU",
+            "command": "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    rows = []
+    for dataset in args.datasets.split(","):
+        if not args.no_baseline:
+            rows.append(baseline(dataset))
+            print(json.dumps(rows[-1]))
+        for variant in args.variants.split(","):
+            rows.append(run_entry_point(variant, dataset, tracking_uri))
+            print(json.dumps(rows[-1]))
+    write_results(rows, meta)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The svm variant's budgeted search: validation only, seeded, ties to the simplest model."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mlproject.models.feature_transforms import signed_log1p
+from mlproject.training.svm_training import SvmSettings, Trial, best_trial, fit_svm, search_svm, validation_auc
+
+
+def _data(seed=0, n=160, d=12):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = (x[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
+    return x, y
+
+
+def test_ties_go_to_the_smallest_C_and_nan_trials_never_win():
+    trials = [Trial(0, 10.0, "rbf", 0.9, 1), Trial(1, 0.1, "linear", 0.9, 1), Trial(2, 1.0, "rbf", 0.8, 1),
+              Trial(3, 0.01, "rbf", math.nan, 1)]
+    assert best_trial(trials).number == 1
+    with pytest.raises(ValueError, match="validation split"):
+        best_trial([Trial(0, 1.0, "rbf", math.nan, 1)])
+
+
+def test_given_settings_skip_the_search():
+    x, y = _data()
+    result = search_svm((x, y), (x, y), SvmSettings(C=2.0, kernel="linear"))
+    assert (result.C, result.kernel, result.trials, result.searched) == (2.0, "linear", [], False)
+
+
+def test_the_search_is_seeded_bounded_and_reports_every_trial():
+    x, y = _data()
+    seen = []
+    settings = SvmSettings(search_trials=6, seed=3)
+    first = search_svm((x[:120], y[:120]), (x[120:], y[120:]), settings, on_trial=seen.append)
+    second = search_svm((x[:120], y[:120]), (x[120:], y[120:]), settings)
+    assert len(first.trials) == 6 and seen == first.trials
+    assert (first.C, first.kernel) == (second.C, second.kernel)
+    assert settings.C_range[0] <= first.C <= settings.C_range[1] and first.kernel in settings.kernels
+    assert first.C == best_trial(first.trials).C
+
+
+def test_only_the_searched_parameter_varies():
+    x, y = _data()
+    result = search_svm((x[:120], y[:120]), (x[120:], y[120:]), SvmSettings(kernel="linear", search_trials=4))
+    assert {t.kernel for t in result.trials} == {"linear"} and len({t.C for t in result.trials}) > 1
+
+
+def test_the_choice_depends_on_validation_not_on_anything_else():
+    """Same training data, validation sets that disagree: the choice follows validation."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 6))
+    y = (x[:, 0] > 0).astype(int)
+    val_a = (x[150:], y[150:])
+    val_b = (x[150:], 1 - y[150:])  # validation that rewards the opposite ranking
+    settings = SvmSettings(kernel="linear", search_trials=5)
+    a = search_svm((x[:150], y[:150]), val_a, settings)
+    b = search_svm((x[:150], y[:150]), val_b, settings)
+    assert max(t.val_roc_auc for t in a.trials) > 0.9 > max(t.val_roc_auc for t in b.trials)
+
+
+def test_settings_are_checked():
+    for bad in ({"C": -1.0}, {"C": "big"}, {"kernel": "cubic"}, {"search_trials": 0}, {"search_budget_s": 0}):
+        with pytest.raises(ValueError):
+            SvmSettings(**bad)
+
+
+def test_validation_auc_handles_several_classes_and_a_missing_class():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    scores = np.eye(3)[labels] + 0.01
+    assert validation_auc(scores, labels) == pytest.approx(1.0)
+    assert math.isnan(validation_auc(np.zeros(3), np.array([1, 1, 1])))
+
+
+def test_log_features_travel_inside_the_fitted_pipeline():
+    x, y = _data()
+    x = np.abs(x) * 100
+    with_log = fit_svm(x, y, kernel="linear", log_features=True)
+    assert "log" in with_log.named_steps
+    np.testing.assert_allclose(with_log.named_steps["log"].transform(x[:3]), signed_log1p(x[:3]))
+    assert "log" not in fit_svm(x, y, kernel="linear").named_steps
+    np.testing.assert_allclose(signed_log1p(np.array([-3.0, 0.0, 3.0])), [-np.log(4), 0, np.log(4)])
