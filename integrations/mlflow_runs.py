@@ -16,10 +16,20 @@ def experiment_id(name: str) -> str:
     process environment, where it leaks into every later run and child ``mlflow run`` of the process.
     """
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        # Another process (a second sync, a training run) created it between the two calls.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def log_params(params: dict) -> None:

@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from mlproject.data.sizing import parse_image_size, resolve_image_size
+from mlproject.models.feature_transforms import SVM_FEATURES
+
 from mlproject.cli._app import app, fail
 from mlproject.cli._policy import (
     CLASS_TAU,
@@ -40,7 +43,7 @@ from mlproject.cli._policy import (
 log = logging.getLogger("alloop.simulate")
 
 #: Bump when what is stored in a feature cache file changes: old files are then recomputed.
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2  # 2: non-square images padded, not stretched
 
 
 # --- the feature cache -----------------------------------------------------------------------------
@@ -144,6 +147,7 @@ def backbone_features(records: list, *, weights: str, image_size: int, pooling: 
     """
     from tqdm.auto import tqdm
 
+    from mlproject.data.decode import TRAINING_FIT
     from mlproject.data.images import BadImagesError, load_images
     from mlproject.models.variants import build_feature_extractor
     from mlproject.training.batches import predict_in_batches
@@ -169,7 +173,8 @@ def backbone_features(records: list, *, weights: str, image_size: int, pooling: 
         for start in range(0, len(records), batch_size):
             chunk = records[start : start + batch_size]
             # Read on past a bad file so one error names them all; features only while none is bad.
-            images, loaded, bad_here = load_images(chunk, image_size, skip_bad=True, progress=False)
+            images, loaded, bad_here = load_images(chunk, image_size, skip_bad=True, progress=False,
+                                                   fit=TRAINING_FIT)
             if len(images) and (skip_bad_images or not (bad or bad_here)):
                 chunks.append(predict_in_batches(extractor, images, batch_size=batch_size, progress=False))
             kept.extend(loaded)
@@ -221,10 +226,11 @@ def simulate(
     pattern: str = typer.Option("Class1", help="DAGM class folder (dagm, dagm-dev layouts)"),
     positive_label: str = typer.Option("defect", help="label of the positive class"),
     weights: str = typer.Option("hed", help="imagenet | hed | none | path to a VGG16 no-top weights file"),
-    image_size: int = typer.Option(224, help="backbone input size in px (DAGM class 1 needs its native 512)"),
-    pooling: str = typer.Option("stats", help="avg | max | avgmax | stats (per-channel mean, std, max, min)"),
-    feature_layers: str = typer.Option("block3_pool,block4_pool", help="comma-separated VGG16 layers to pool"),
-    log_features: bool = typer.Option(False, help="fast variant input: log(1 + features) first"),
+    image_size: str = typer.Option("auto", help="backbone input size in px, or auto (as the svm entry point)"),
+    pooling: str = typer.Option(SVM_FEATURES.pooling, help="avg | max | avgmax | stats (per-channel mean, std, "
+                                                           "max, min); the default is the svm entry point's"),
+    feature_layers: str = typer.Option(",".join(SVM_FEATURES.layers), help="comma-separated VGG16 layers to pool"),
+    log_features: bool = typer.Option(SVM_FEATURES.log_features, help="fast variant input: log(1 + features) first"),
     pca_dims: int = typer.Option(0, help="fast variant input: this many whitened principal components of the "
                                          "standardised features, fitted once on all images without labels "
                                          "(0: the features as they are)"),
@@ -284,8 +290,10 @@ def simulate(
     if pooling not in POOLINGS:
         fail(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     layers = _names(feature_layers, "feature-layers")
-    if image_size < 32:
-        fail(f"--image-size must be at least 32 (VGG16 pools 5 times), got {image_size}")
+    try:
+        parse_image_size(image_size)
+    except ValueError as exc:
+        fail(f"--image-size: {exc}")
     if not 0.0 < test_fraction < 1.0:
         fail(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     if budget < 1:
@@ -318,6 +326,9 @@ def simulate(
                            max_auto_per_class=max_auto_per_class, diversity=diversity, diversity_pool=diversity_pool,
                            class_names=class_names)
     digest = manifest_hash(records)
+    size = resolve_image_size(image_size, records)
+    image_size = size.size
+    typer.echo(f"image size {image_size} px ({size.reason})")
     try:
         config = SimulationConfig(
             strategies=strategy_names, auto_label_modes=AUTO_MODES[auto_labels], seeds=seed_list,

@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from integrations import mlflow_registry, mlflow_runs
 from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
+from mlproject.models.feature_transforms import SVM_FEATURES
 from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
@@ -21,18 +22,17 @@ from mlproject.training.batches import predict_in_batches
 from mlproject.training.svm_training import AUTO, KERNELS, SvmSettings, Trial, fit_svm, parse_C, search_svm
 
 
-DEFAULT_FEATURE_LAYERS = "block3_pool,block4_pool,block5_pool"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="svm", description=__doc__)
     common.add_training_arguments(parser)
-    parser.add_argument("--pooling", default="stats", choices=["avg", "max", "avgmax", "stats"],
+    parser.add_argument("--pooling", default=SVM_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"],
                         help="how each layer's map becomes a vector; stats = per-channel mean, std, max, min")
-    parser.add_argument("--feature-layers", default=DEFAULT_FEATURE_LAYERS,
+    parser.add_argument("--feature-layers", default=",".join(SVM_FEATURES.layers),
                         help="comma-separated VGG16 layers whose pooled outputs are concatenated")
-    parser.add_argument("--log-features", type=common.str2bool, default=True,
+    parser.add_argument("--log-features", type=common.str2bool, default=SVM_FEATURES.log_features,
                         help="sign(x) log(1 + |x|) of the features before standardising them")
     parser.add_argument("--C", type=parse_C, default=AUTO, help="SVM regularisation, or 'auto' (searched)")
     parser.add_argument("--kernel", default=AUTO, choices=[AUTO, *KERNELS], help="SVM kernel, or 'auto' (searched)")
