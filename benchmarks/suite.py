@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -68,9 +69,11 @@ def run_entry_point(variant: str, dataset: str, tracking_uri: str) -> dict:
            "exit_code": done.returncode, "log": str(log.relative_to(REPO))}
     if done.returncode != 0:
         return row
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(f"suite-{variant}")
-    run = client.search_runs([experiment.experiment_id], f"tags.`mlflow.runName` = '{run_name}'")[0]
+    # `mlflow run` names the run it created in its last line (the entry point renames it)
+    found = re.findall(r"=== Run \(ID '([0-9a-f]+)'\) succeeded ===", log.read_text(errors="replace"))
+    if not found:
+        return {**row, "exit_code": "no run id in the log"}
+    run = MlflowClient(tracking_uri).get_run(found[-1])
     metrics, params = run.data.metrics, run.data.params
     row.update(run_id=run.info.run_id, balanced_accuracy=metrics.get("test_balanced_accuracy"),
                roc_auc=metrics.get("test_roc_auc"), defect_recall=metrics.get("test_defect_recall"),
@@ -123,11 +126,13 @@ def baseline(dataset: str) -> dict:
             "wall_s": round(time.perf_counter() - started, 1), "command": "benchmarks/suite.py (in-process)"}
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"Measured {meta['date']} at commit `{meta['commit']}` on {meta['machine']}; "
-             f"command `{meta['command']}`.", "",
-             "| dataset | variant | balanced acc. | ROC AUC | defect recall | wall s | target | image px | chosen |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict]) -> str:
+    """The table; each row says when, at which commit and by which command it was measured."""
+    runs = sorted({(r["date"], r["commit"], r["machine"], r["command"]) for r in rows})
+    lines = [f"Run {i + 1}: {date}, commit `{sha}`, {machine}: `{command}`" for i, (date, sha, machine, command)
+             in enumerate(runs)]
+    lines += ["", "| dataset | variant | balanced acc. | ROC AUC | defect recall | wall s | target | image px | chosen | run |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(value, digits=3):
         return "—" if value is None else f"{value:.{digits}f}"
@@ -144,7 +149,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         failed = f" (exit {row['exit_code']}, see {row['log']})" if row.get("exit_code") else ""
         lines.append(f"| {row['dataset']} | {row['variant']}{failed} | {cell(row.get('balanced_accuracy'))} | "
                      f"{cell(row.get('roc_auc'))} | {cell(row.get('defect_recall'))} | {cell(row.get('wall_s'), 0)} | "
-                     f"{verdict} | {row.get('image_size') or ''} | {chosen} |")
+                     f"{verdict} | {row.get('image_size') or ''} | {chosen} | "
+                     f"{runs.index((row['date'], row['commit'], row['machine'], row['command'])) + 1} |")
     return "\n".join(lines)
 
 
@@ -155,7 +161,7 @@ def write_results(rows: list[dict], meta: dict) -> None:
     kept = [r for r in previous.get("rows", []) if (r["variant"], r["dataset"]) not in fresh]
     merged = sorted(kept + [{**r, **meta} for r in rows], key=lambda r: (r["dataset"], r["variant"]))
     RESULTS_JSON.write_text(json.dumps({"rows": merged}, indent=1, sort_keys=True) + "\n")
-    table = markdown(rows, meta)
+    table = markdown(merged)
     text = RESULTS_MD.read_text()
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
@@ -185,7 +191,7 @@ def main(argv=None) -> None:
         for variant in args.variants.split(","):
             rows.append(run_entry_point(variant, dataset, tracking_uri))
             print(json.dumps(rows[-1]))
-    write_results(rows, meta)
+        write_results(rows, meta)  # after every dataset: a long suite keeps what it measured
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
@@ -94,7 +95,11 @@ def fit_svm(features: np.ndarray, labels: np.ndarray, *, C: float = 1.0, kernel:
     smallest_class = int(np.bincount(labels).min()) if len(labels) else 0
     if len(np.unique(labels)) < 2 or smallest_class < 2:
         raise ValueError("the svm variant needs at least 2 training images of each class")
-    calibrated = CalibratedClassifierCV(_svc(C, kernel, seed), method="sigmoid", cv=min(3, smallest_class))
+    # Shuffled folds: datasets arrive sorted (by class folder, then by name, and neighbouring names often
+    # come from one part or module), and contiguous folds would calibrate each model on images unlike
+    # the ones it is scored on; a calibrator fitted on such a fold can even flip the ranking.
+    folds = StratifiedKFold(n_splits=min(3, smallest_class), shuffle=True, random_state=seed)
+    calibrated = CalibratedClassifierCV(_svc(C, kernel, seed), method="sigmoid", cv=folds)
     return Pipeline([*_scaler(log_features), ("svm", calibrated)]).fit(features, labels)
 
 
