@@ -126,6 +126,13 @@ def baseline(dataset: str) -> dict:
             "wall_s": round(time.perf_counter() - started, 1), "command": "benchmarks/suite.py (in-process)"}
 
 
+def _short(value) -> str:
+    try:
+        return f"{float(value):.3g}"
+    except ValueError:
+        return str(value)
+
+
 def markdown(rows: list[dict]) -> str:
     """The table; each row says when, at which commit and by which command it was measured."""
     runs = sorted({(r["date"], r["commit"], r["machine"], r["command"]) for r in rows})
@@ -145,7 +152,7 @@ def markdown(rows: list[dict]) -> str:
         limit = TIME_LIMITS_S.get(row["variant"])
         if limit and row.get("wall_s"):
             verdict += f"; ≤ {limit // 60} min: {'met' if row['wall_s'] <= limit else 'missed'}"
-        chosen = ", ".join(f"{k.removesuffix('_chosen')}={v}" for k, v in (row.get("chosen") or {}).items())
+        chosen = ", ".join(f"{k.removesuffix('_chosen')}={_short(v)}" for k, v in (row.get("chosen") or {}).items())
         failed = f" (exit {row['exit_code']}, see {row['log']})" if row.get("exit_code") else ""
         lines.append(f"| {row['dataset']} | {row['variant']}{failed} | {cell(row.get('balanced_accuracy'))} | "
                      f"{cell(row.get('roc_auc'))} | {cell(row.get('defect_recall'))} | {cell(row.get('wall_s'), 0)} | "
