@@ -71,15 +71,22 @@ def task_image_url(task: Any, image_key: str) -> tuple[str | None, str | None]:
     return url, None
 
 
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, looked up once (find_library runs ldconfig), or None elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 def release_memory() -> None:
     """Give freed heap back to the system after a large request (glibc keeps it otherwise)."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def predict_tasks(tasks: list, label_config: str | None, champion, fetcher: ImageFetcher, *,
