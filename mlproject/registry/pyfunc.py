@@ -71,6 +71,10 @@ def _as_bytes(value) -> bytes:
     raise TypeError(f"image must be bytes or a base64 string, got {type(value).__name__}")
 
 
+def _has_layer(model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
 class DefectClassifierModel(mlflow.pyfunc.PythonModel):
     """One class for all variants: a Keras network, optionally followed by a scikit-learn classifier."""
 
@@ -116,8 +120,9 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
     def score_and_embed(self, images: list[bytes], sources: list[str] | None = None):
         """P(defect) and a backbone embedding per image, from one forward pass (the labelling loop's input).
 
-        The embedding is what the classifier sees: the pooled VGG16 features for the ``svm`` variant,
-        the global average of the last VGG16 block's output for ``frozen``/``finetune``, of each image
+        The embedding is what the classifier sees: the pooled VGG16 features (before the SVM's or the
+        head's standardisation; models registered before the multi-block head: the global average of
+        the last block's output), of each image
         as it is. With test-time views, P(defect) is their mean, as :meth:`predict` gives it (8 more
         passes, one per view).
         Returns ``(p_defect, embeddings, good_indices, errors)``; undecodable images are left out of
@@ -134,7 +139,11 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
                 features = np.asarray(self.keras_model(chunk, training=False))
                 p_parts.append(self.sklearn_model.predict_proba(features)[:, 1])
                 e_parts.append(features)
-            else:
+            elif _has_layer(self.keras_model, "vgg16_features"):
+                features = self.keras_model.get_layer("vgg16_features")(chunk, training=False)
+                p_parts.append(np.asarray(self.keras_model.get_layer("head")(features, training=False))[:, 0])
+                e_parts.append(np.asarray(features))
+            else:  # registered before the multi-block head: the head read block5's map
                 tail_out = self.keras_model.get_layer("vgg16_tail")(
                     self.keras_model.get_layer("vgg16_fixed")(chunk, training=False), training=False)
                 p_parts.append(np.asarray(self.keras_model.get_layer("head")(tail_out, training=False))[:, 0])

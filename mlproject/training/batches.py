@@ -12,16 +12,23 @@ from mlproject.data.decode import vgg_preprocess
 
 
 def predict_in_batches(model, images_uint8: np.ndarray, *, batch_size: int = 32, desc: str = "predict",
-                       progress: bool = True) -> np.ndarray:
-    """``model`` on VGG-preprocessed ``images_uint8``; preprocessing per batch keeps memory flat."""
+                       progress: bool = True):
+    """``model`` on VGG-preprocessed ``images_uint8``; preprocessing per batch keeps memory flat.
+    A model with several outputs gives a list of float32 arrays, one per output."""
     outputs = []
     for start in tqdm(range(0, len(images_uint8), batch_size), desc=desc, unit="batch", disable=not progress,
                       total=math.ceil(len(images_uint8) / batch_size)):
         batch = vgg_preprocess(images_uint8[start : start + batch_size])
-        outputs.append(np.asarray(model(batch, training=False)))
+        out = model(batch, training=False)
+        outputs.append([np.asarray(o, dtype=np.float32) for o in out] if isinstance(out, (list, tuple))
+                       else np.asarray(out, dtype=np.float32))
+    if len(model.outputs) > 1:
+        if not outputs:
+            return [np.zeros((0, *o.shape[1:]), dtype=np.float32) for o in model.outputs]
+        return [np.concatenate([batch[i] for batch in outputs]) for i in range(len(model.outputs))]
     if not outputs:
         return np.zeros((0, *model.output.shape[1:]), dtype=np.float32)
-    return np.concatenate(outputs)
+    return np.concatenate([o[0] if isinstance(o, list) else o for o in outputs])
 
 
 #: Flips and quarter turns: the 8 views of an image under the square's symmetries (the dihedral
@@ -111,13 +118,16 @@ class ImageBatches(keras.utils.PyDataset):
 
 class CachedViewBatches(ImageBatches):
     """Augmented batches from cached outputs: ``views[v]`` holds the fixed blocks' outputs for view
-    ``v`` of every training image. Order and view draws follow :class:`ImageBatches` with
-    ``augment=True`` and the same seed, so both paths see the same augmented inputs."""
+    ``v`` of every training image (an array, or a list of arrays for a model with several inputs).
+    Order and view draws follow :class:`ImageBatches` with ``augment=True`` and the same seed, so
+    both paths see the same augmented inputs."""
 
     def __init__(self, views, labels, *, batch_size: int, sample_weights=None, seed: int = 0):
         if len(views) != DIHEDRAL_VIEWS:
             raise ValueError(f"expected the outputs of all {DIHEDRAL_VIEWS} views, got {len(views)}")
-        super().__init__(views[0], labels, batch_size=batch_size, sample_weights=sample_weights, augment=True,
+        self.several = isinstance(views[0], (list, tuple))
+        first = views[0][0] if self.several else views[0]
+        super().__init__(first, labels, batch_size=batch_size, sample_weights=sample_weights, augment=True,
                          shuffle=True, seed=seed)
         self.views = views
 
@@ -127,4 +137,6 @@ class CachedViewBatches(ImageBatches):
 
     def _inputs(self, idx):
         picked = draw_views(self.rng, len(idx))
-        return np.stack([self.views[v][i] for v, i in zip(picked, idx)])
+        if not self.several:
+            return np.stack([self.views[v][i] for v, i in zip(picked, idx)])
+        return tuple(np.stack([self.views[v][k][i] for v, i in zip(picked, idx)]) for k in range(len(self.views[0])))

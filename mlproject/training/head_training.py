@@ -1,11 +1,21 @@
-"""Training the ``frozen`` and ``finetune`` variants: head warm-up, then unfreeze the tail blocks.
+"""Training the ``frozen`` and ``finetune`` variants: head warm-up on standardised features, then
+the tail blocks unfrozen.
 
-The fixed blocks never change, so their outputs can be computed once and the trainable part trained
-on them (measured about 5x faster here). Augmentation does not prevent that: it draws from the 8
-flip/rotation views of each image, a finite set, so the cache holds the fixed blocks' outputs for all
-8 views of every training image (8 times the cache's build time and memory) and each epoch draws
-one view per image, as the from-images path does. Both paths train the same layers with the same
-losses, weights and augmentation draws.
+The warm-up trains only the head on the pooled feature vectors, computed once (a dense layer on
+cached vectors: seconds per epoch), so it can run until validation stops improving instead of for a
+fixed handful of epochs; the head's ``Standardise`` layer is fitted on the training vectors first,
+so its learning rate sees unit-scale inputs on any dataset. Fine-tuning then trains the tail on the
+fixed blocks' cached outputs (measured about 5x faster here than from images), with the learning
+rate halved when validation stalls, early stopping, a time budget, and the best epoch kept; it is
+kept only if it beats the warm-up on validation.
+
+Augmentation draws from the 8 flip/rotation views of each image, a finite set, so the cache can hold
+the fixed blocks' outputs for all 8 views (8 times the cache's build time and memory) and each epoch
+draws one view per image, as the from-images path does. Both paths train the same layers with the
+same losses, weights and augmentation draws.
+
+Validation losses are class-balanced like the training loss: with 1 defect in 8 images an unweighted
+loss would pick the epoch that best fits the good images.
 """
 
 from __future__ import annotations
@@ -30,18 +40,22 @@ EpochCallback = Callable[[int, dict], None]
 
 #: Images per forward pass when building the cache (its working memory is checked up front).
 CACHE_BATCH_SIZE = 32
+#: The warm-up's early-stopping patience: its epochs cost milliseconds, so it may wait long.
+WARMUP_PATIENCE = 10
 
 
 @dataclass(frozen=True)
 class HeadTrainingConfig:
-    warmup_epochs: int = 5
-    finetune_epochs: int = 10
+    warmup_epochs: int = 100
+    finetune_epochs: int = 30
     batch_size: int = 16
     lr_head: float = 1e-3
-    lr_finetune: float = 1e-5
-    patience: int = 4
+    lr_finetune: float = 5e-5
+    warmup_patience: int = WARMUP_PATIENCE
+    patience: int = 5
     augment: bool = False
     cache_frozen_outputs: bool = True
+    time_budget_s: float | None = None  # training's wall time, cache included; no new epoch past it
     seed: int = 0
 
 
@@ -62,7 +76,10 @@ def forward_batch_bytes(model: keras.Model, batch_size: int) -> int:
     output (float32) 2.5 times over, for oneDNN's reordered copies and allocator slack. The factor is
     measured: the process's RSS swung by 9-10 GB per 32-image batch through VGG16 blocks 1-4 at
     512 px here; this gives 10 GiB."""
-    largest = max((int(np.prod(layer.input.shape[1:])) + int(np.prod(layer.output.shape[1:]))
+    def size(tensors):
+        return sum(int(np.prod(t.shape[1:])) for t in (tensors if isinstance(tensors, (list, tuple)) else [tensors]))
+
+    largest = max((size(layer.input) + size(layer.output)
                    for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)), default=0)
     return int(2.5 * batch_size * largest * 4)
 
@@ -84,11 +101,30 @@ def check_cache_fits(n_train: int, n_val: int, views: int, per_image_bytes: int,
 
 
 def balanced_sample_weights(labels: np.ndarray) -> np.ndarray:
-    """Weights n / (2 * n_class) per sample, so both classes weigh the same in the loss."""
+    """Weights n / (k * n_class) per sample for the k classes present, so each class weighs the same."""
     labels = np.asarray(labels).astype(int)
     counts = np.bincount(labels, minlength=2).astype(float)
-    per_class = np.where(counts > 0, len(labels) / (2.0 * np.maximum(counts, 1)), 0.0)
+    present = int((counts > 0).sum())
+    per_class = np.where(counts > 0, len(labels) / (max(present, 1) * np.maximum(counts, 1)), 0.0)
     return per_class[labels]
+
+
+class _TimeBudget(keras.callbacks.Callback):
+    """Stops before an epoch that would end past ``deadline`` (perf_counter time), judged by the last
+    epoch's duration; early stopping's restore then keeps the best epoch seen."""
+
+    def __init__(self, deadline: float | None):
+        super().__init__()
+        self.deadline, self.started, self.stopped = deadline, 0.0, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if self.deadline is not None and now + (now - self.started) > self.deadline:
+            self.model.stop_training = True
+            self.stopped = True
 
 
 class _EpochRelay(keras.callbacks.Callback):
@@ -115,19 +151,20 @@ def _compile(model: keras.Model, learning_rate: float) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="binary_crossentropy",
-        metrics=["accuracy"],
+        weighted_metrics=["accuracy"],
     )
 
 
-def _fit(model, train, validation, epochs, config, history, offset, on_epoch):
+def _fit(model, train, validation, epochs, *, batch_size, patience, history, offset, on_epoch, extra=()):
     """``train`` is a batch sequence, or (x, y, sample weights) arrays shuffled by Keras."""
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         _EpochRelay(history, offset, on_epoch),
+        *extra,
     ]
     if isinstance(train, tuple):
         x, y, w = train
-        model.fit(x, y, sample_weight=w, validation_data=validation, epochs=epochs, batch_size=config.batch_size,
+        model.fit(x, y, sample_weight=w, validation_data=validation, epochs=epochs, batch_size=batch_size,
                   shuffle=True, callbacks=callbacks, verbose=2)
     else:
         try:
@@ -137,11 +174,15 @@ def _fit(model, train, validation, epochs, config, history, offset, on_epoch):
     return len(history.get("loss", [])) - offset
 
 
-def _cached_train(outputs: list, y, weights, config):
-    """Training data from cached outputs: one array, or all 8 views when augmenting."""
-    if config.augment:
-        return CachedViewBatches(outputs, y, batch_size=config.batch_size, sample_weights=weights, seed=config.seed)
-    return outputs[0], y, weights
+def _train_data(views: list, y, weights, config: HeadTrainingConfig):
+    """One view's arrays for Keras to shuffle, or batches drawing one of all 8 views per image."""
+    if len(views) == DIHEDRAL_VIEWS:
+        return CachedViewBatches(views, y, batch_size=config.batch_size, sample_weights=weights, seed=config.seed)
+    return views[0], y, weights
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def train_head_classifier(
@@ -157,70 +198,91 @@ def train_head_classifier(
     """Train ``classifier`` in place on uint8 images; return the per-epoch history.
 
     ``history`` holds ``accuracy``, ``loss``, ``val_accuracy``, ``val_loss`` lists across both phases,
-    ``phase_boundary`` = [epochs of the warm-up] when a fine-tuning phase followed, and
-    ``val_p_defect``: P(defect) of each validation image under the weights kept (from the cached
-    outputs where there are some: the operating point is picked on these without another pass
-    through the fixed blocks, ~1-1.5 s per image at 512 px here).
+    ``phase_boundary`` = [epochs of the warm-up] when a fine-tuning phase followed, ``kept`` ("warm-up"
+    or "fine-tuned"), ``stopped_by_budget``, and ``val_p_defect``: P(defect) of each validation image
+    under the weights kept (from the cached outputs where there are some: the operating point is
+    picked on these without another pass through the fixed blocks).
     """
+    started = time.perf_counter()
+    deadline = None if config.time_budget_s is None else started + config.time_budget_s
     keras.utils.set_random_seed(config.seed)
     y_train = np.asarray(y_train, dtype=np.float32)
     y_val = np.asarray(y_val, dtype=np.float32)
-    weights = balanced_sample_weights(y_train)
-    history: dict = {}
-    has_tail = bool(classifier.tail_conv_layers)
+    weights, val_weights = balanced_sample_weights(y_train), balanced_sample_weights(y_val)
+    history: dict = {"stopped_by_budget": False}
+    has_tail = classifier.tail is not None and config.finetune_epochs > 0
+    n_views = DIHEDRAL_VIEWS if config.augment else 1
+
+    def features_of(fixed_outputs):
+        return np.asarray(classifier.features_part.predict(fixed_outputs, batch_size=config.batch_size, verbose=0))
 
     if config.cache_frozen_outputs:
-        # Both the fixed blocks' and the (warm-up) tail's outputs are kept, per image and view.
-        per_image_bytes = 4 * sum(int(np.prod(m.output.shape[1:])) for m in (classifier.fixed, classifier.tail))
-        check_cache_fits(len(x_train), len(x_val), DIHEDRAL_VIEWS if config.augment else 1, per_image_bytes,
+        per_image_bytes = 4 * sum(int(np.prod(o.shape[1:])) for o in classifier.fixed.outputs)
+        check_cache_fits(len(x_train), len(x_val), n_views, per_image_bytes,
                          forward_batch_bytes(classifier.fixed, CACHE_BATCH_SIZE), available_memory_bytes(),
                          CACHE_BATCH_SIZE)
 
         def fixed_outputs(images, desc):
-            return predict_in_batches(classifier.fixed, images, batch_size=CACHE_BATCH_SIZE, desc=desc)
+            return _as_list(predict_in_batches(classifier.fixed, images, batch_size=CACHE_BATCH_SIZE, desc=desc))
 
         if config.augment:
-            fixed_train = [fixed_outputs(dihedral_view(x_train, v), f"frozen blocks (train, view {v + 1}/{DIHEDRAL_VIEWS})")
-                           for v in range(DIHEDRAL_VIEWS)]
+            fixed_train = [fixed_outputs(dihedral_view(x_train, v), f"frozen blocks (train, view {v + 1}/{n_views})")
+                           for v in range(n_views)]
         else:
             fixed_train = [fixed_outputs(x_train, "frozen blocks (train)")]
         fixed_val = fixed_outputs(x_val, "frozen blocks (val)")
-        # During warm-up the tail is frozen too, so its output can be cached as well.
-        classifier.set_tail_trainable(False)
-        tail_train = [np.asarray(classifier.tail.predict(f, batch_size=config.batch_size, verbose=0))
-                      for f in fixed_train]
-        tail_val = np.asarray(classifier.tail.predict(fixed_val, batch_size=config.batch_size, verbose=0))
-        _compile(classifier.head, config.lr_head)
-        warmup = _fit(classifier.head, _cached_train(tail_train, y_train, weights, config), (tail_val, y_val),
-                      config.warmup_epochs, config, history, 0, on_epoch)
-        if has_tail and config.finetune_epochs > 0:
-            classifier.set_tail_trainable(True)
-            tail_input = keras.Input(shape=tuple(classifier.fixed.output.shape[1:]))
-            trainable_part = keras.Model(tail_input, classifier.head(classifier.tail(tail_input)))
-            _compile(trainable_part, config.lr_finetune)
-            _fit(trainable_part, _cached_train(fixed_train, y_train, weights, config), (fixed_val, y_val),
-                 config.finetune_epochs, config, history, warmup, on_epoch)
-            history["phase_boundary"] = [warmup]
-            p_val = trainable_part.predict(fixed_val, batch_size=config.batch_size, verbose=0)
-        else:
-            p_val = classifier.head.predict(tail_val, batch_size=config.batch_size, verbose=0)
+        # During warm-up the tail is frozen too, so the feature vectors can be computed once.
+        vectors_train = [features_of(f) for f in (fixed_train if not has_tail else fixed_train[:1])]
+        vectors_val = features_of(fixed_val)
     else:
-        def image_batches():  # a fresh sequence per phase, as the cached path makes one
-            return ImageBatches(x_train, y_train, batch_size=config.batch_size, sample_weights=weights,
-                                augment=config.augment, seed=config.seed)
+        # Training from images (augmentation without a cache): the warm-up still runs on the
+        # vectors of the images as they are, one forward pass, then fine-tuning sees augmented images.
+        fixed_train = fixed_val = None
+        vectors_train = [predict_in_batches(classifier.features, x_train, desc="features (train)")]
+        vectors_val = predict_in_batches(classifier.features, x_val, desc="features (val)")
 
-        validation = ImageBatches(x_val, y_val, batch_size=config.batch_size, shuffle=False)
-        classifier.set_tail_trainable(False)
-        _compile(classifier.full, config.lr_head)
-        warmup = _fit(classifier.full, image_batches(), validation, config.warmup_epochs, config, history, 0,
-                      on_epoch)
-        if has_tail and config.finetune_epochs > 0:
-            classifier.set_tail_trainable(True)
-            _compile(classifier.full, config.lr_finetune)
-            _fit(classifier.full, image_batches(), validation, config.finetune_epochs, config, history, warmup,
-                 on_epoch)
-            history["phase_boundary"] = [warmup]
-        p_val = predict_in_batches(classifier.full, x_val, desc="val (operating point)")
+    classifier.set_tail_trainable(False)
+    classifier.standardise.fit(np.concatenate(vectors_train))
+    _compile(classifier.head, config.lr_head)
+    # Frozen: the head is all that trains, so it sees the augmented views. Before fine-tuning it only
+    # needs a converged start, which the images as they are give at 1/8 of the cost (and the
+    # from-images path has no other views' vectors).
+    warmup_views = vectors_train if not has_tail else vectors_train[:1]
+    warmup = _fit(classifier.head, _train_data(warmup_views, y_train, weights, config),
+                  (vectors_val, y_val, val_weights), config.warmup_epochs, batch_size=config.batch_size,
+                  patience=config.warmup_patience, history=history, offset=0, on_epoch=on_epoch)
+    p_val = classifier.head.predict(vectors_val, batch_size=config.batch_size, verbose=0)
+    history["kept"] = "warm-up"
+    if has_tail:
+        best_warmup = min(history["val_loss"][:warmup])
+        before = classifier.trainable_part.get_weights()
+        classifier.set_tail_trainable(True)
+        budget = _TimeBudget(deadline)
+        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-7)
+        if fixed_train is not None:
+            model, validation = classifier.trainable_part, (fixed_val, y_val, val_weights)
+            train = _train_data(fixed_train, y_train, weights, config)
+        else:
+            model = classifier.full
+            validation = ImageBatches(x_val, y_val, batch_size=config.batch_size, sample_weights=val_weights,
+                                      shuffle=False)
+            train = ImageBatches(x_train, y_train, batch_size=config.batch_size, sample_weights=weights,
+                                 augment=config.augment, seed=config.seed)
+        _compile(model, config.lr_finetune)
+        _fit(model, train, validation, config.finetune_epochs, batch_size=config.batch_size,
+             patience=config.patience, history=history, offset=warmup, on_epoch=on_epoch, extra=(schedule, budget))
+        history["phase_boundary"] = [warmup]
+        history["stopped_by_budget"] = budget.stopped
+        finetuned_best = min(history["val_loss"][warmup:], default=np.inf)
+        if finetuned_best < best_warmup:
+            history["kept"] = "fine-tuned"
+            if fixed_val is not None:
+                p_val = classifier.trainable_part.predict(fixed_val, batch_size=config.batch_size, verbose=0)
+            else:
+                p_val = predict_in_batches(classifier.full, x_val, desc="val (operating point)")
+        else:  # fine-tuning never beat the warm-up on validation: keep the warm-up's weights
+            classifier.trainable_part.set_weights(before)
     classifier.set_tail_trainable(False)
     history["val_p_defect"] = np.asarray(p_val, dtype=float)[:, 0]
+    history["train_seconds"] = time.perf_counter() - started
     return history

@@ -65,17 +65,30 @@ def test_weights_file_round_trip(tmp_path):
                                   source.get_layer("block3_conv2").get_weights()[0])
 
 
-@pytest.mark.parametrize("blocks,fixed_layer", [(0, "block5_pool"), (1, "block4_pool"), (2, "block3_pool")])
-def test_head_classifier_split_and_trainable_layers(blocks, fixed_layer):
-    classifier = build_head_classifier("none", 32, trainable_blocks=blocks, dense_units=8)
-    assert classifier.fixed.layers[-1].name == fixed_layer
+@pytest.mark.parametrize("blocks,split_shape", [(0, None), (1, (2, 2, 512)), (2, (4, 4, 256))])
+def test_head_classifier_split_and_trainable_layers(blocks, split_shape):
+    classifier = build_head_classifier("none", 32, trainable_blocks=blocks, dense_units=8,
+                                       feature_layers=("block3_pool", "block4_pool", "block5_pool"))
+    if split_shape is None:  # frozen: fixed gives the whole feature vector, there is no tail
+        assert classifier.tail is None and len(classifier.fixed.outputs) == 1
+    else:  # the map the tail starts from, then the pooled features of the fixed blocks
+        assert tuple(classifier.fixed.outputs[0].shape[1:]) == split_shape
     assert len(classifier.tail_conv_layers) == 3 * blocks
     assert all(not layer.trainable for layer in classifier.fixed.layers)
     classifier.set_tail_trainable(True)
     assert all(layer.trainable for layer in classifier.tail_conv_layers)
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
-    composed = classifier.head(classifier.tail(classifier.fixed(x)))
+    composed = classifier.trainable_part(classifier.fixed(x))
     np.testing.assert_allclose(np.asarray(classifier.full(x)), np.asarray(composed), rtol=1e-5)
+    # stats pooling: 4 statistics of each of block3-5's channels, whichever part computes them
+    assert classifier.features.output.shape[-1] == 4 * (256 + 512 + 512)
+
+
+def test_head_classifier_refuses_fine_tuning_that_cannot_change_the_features():
+    with pytest.raises(ValueError, match="no feature layer"):
+        build_head_classifier("none", 32, trainable_blocks=1, feature_layers=("block3_pool", "block4_pool"))
+    with pytest.raises(ValueError, match="not a VGG16 layer"):
+        build_head_classifier("none", 32, feature_layers=("block9_pool",))
 
 
 @pytest.mark.parametrize("pooling,width", [("avg", 512), ("max", 512), ("avgmax", 1024), ("stats", 2048)])

@@ -38,7 +38,7 @@ def trained_weights(cache: bool, augment: bool = False):
     x, y = tiny_data()
     # One batch per epoch and no dropout: the update order is fixed, so both paths must agree.
     config = HeadTrainingConfig(warmup_epochs=2, finetune_epochs=2, batch_size=64, patience=10,
-                                lr_head=1e-3, lr_finetune=1e-4, cache_frozen_outputs=cache, augment=augment)
+                                lr_head=1e-3, lr_finetune=1e-5, cache_frozen_outputs=cache, augment=augment)
     history = train_head_classifier(classifier, x, y, x[:6], y[:6], config)
     return classifier, history
 
@@ -52,11 +52,15 @@ def test_cached_and_uncached_paths_train_the_same_model(augment):
     np.testing.assert_allclose(cached_history["loss"], direct_history["loss"], rtol=1e-3)
     for a, b in zip(cached.full.get_weights(), direct.full.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-    # fine-tuning really changed block5 (it was unfrozen)
+    assert cached_history["kept"] == direct_history["kept"]
+    if augment:  # on these 12 random images the augmented fine-tuning does not beat the warm-up
+        return
+    # fine-tuning really changed block5 (it was unfrozen) and was kept
     keras.utils.set_random_seed(0)
     untrained = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0)
-    assert not np.allclose(untrained.full.get_layer("vgg16_tail").get_layer("block5_conv3").get_weights()[0],
-                           cached.full.get_layer("vgg16_tail").get_layer("block5_conv3").get_weights()[0])
+    assert cached_history["kept"] == "fine-tuned"
+    assert not np.allclose(untrained.tail.get_layer("block5_conv3").get_weights()[0],
+                           cached.tail.get_layer("block5_conv3").get_weights()[0])
 
 
 @pytest.mark.parametrize("cache,augment", [(True, False), (True, True), (False, False)],
@@ -200,7 +204,7 @@ def test_the_cache_is_freed_when_training_returns(monkeypatch, augment):
 
     def recording_predict(*args, **kwargs):
         outputs = predict_in_batches(*args, **kwargs)
-        cached.append(weakref.ref(outputs))
+        cached.extend(weakref.ref(o) for o in (outputs if isinstance(outputs, list) else [outputs]))
         return outputs
 
     monkeypatch.setattr(head_training, "predict_in_batches", recording_predict)
@@ -212,3 +216,47 @@ def test_the_cache_is_freed_when_training_returns(monkeypatch, augment):
     gc.collect()
     assert len(cached) == (DIHEDRAL_VIEWS if augment else 1) + 1  # training view(s) + validation
     assert [ref() is None for ref in cached] == [True] * len(cached)
+
+
+def test_fine_tuning_that_does_not_beat_the_warm_up_is_undone():
+    # lr 1e-4 on a random backbone blows the features up: validation loss gets worse than the warm-up's
+    keras.utils.set_random_seed(0)
+    classifier = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0)
+    x, y = tiny_data()
+    config = HeadTrainingConfig(warmup_epochs=2, finetune_epochs=2, batch_size=64, lr_finetune=1e-4)
+    block5 = classifier.tail.get_layer("block5_conv3").get_weights()[0].copy()
+    history = train_head_classifier(classifier, x, y, x[:6], y[:6], config)
+    assert min(history["val_loss"][2:]) > min(history["val_loss"][:2])
+    assert history["kept"] == "warm-up"
+    np.testing.assert_array_equal(block5, classifier.tail.get_layer("block5_conv3").get_weights()[0])
+    expected = predict_in_batches(classifier.full, x[:6], progress=False)[:, 0]
+    np.testing.assert_allclose(history["val_p_defect"], expected, rtol=0, atol=1e-6)
+
+
+def test_the_time_budget_stops_fine_tuning_before_an_epoch_that_would_overrun_it():
+    keras.utils.set_random_seed(0)
+    classifier = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0)
+    x, y = tiny_data()
+    unbounded = HeadTrainingConfig(warmup_epochs=1, finetune_epochs=3, batch_size=64, lr_finetune=1e-6)
+    assert len(train_head_classifier(classifier, x, y, x[:6], y[:6], unbounded)["loss"]) == 4
+    keras.utils.set_random_seed(0)
+    classifier = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0)
+    spent = HeadTrainingConfig(warmup_epochs=1, finetune_epochs=3, batch_size=64, lr_finetune=1e-6, time_budget_s=0)
+    history = train_head_classifier(classifier, x, y, x[:6], y[:6], spent)
+    assert history["stopped_by_budget"] and len(history["loss"]) == 2  # the warm-up, then one fine-tuning epoch
+
+
+def test_the_head_sees_standardised_features_with_a_floor_on_near_constant_ones():
+    from mlproject.models.layers import Standardise
+
+    rng = np.random.default_rng(0)
+    features = np.column_stack([rng.normal(5, 2, 200), rng.normal(-3, 0.5, 200), np.full(200, 0.0)])
+    features[0, 2] = 1e-4  # a near-constant statistic (e.g. the minimum of a ReLU map)
+    layer = Standardise()
+    layer.fit(features)
+    out = np.asarray(layer(features.astype("float32")))
+    np.testing.assert_allclose(out[:, :2].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(out[:, :2].std(axis=0), 1, atol=1e-4)
+    floor = Standardise.FLOOR * features.std(axis=0).mean()
+    shifted = np.asarray(layer(np.array([[5, -3, 0.01]], dtype="float32")))[0, 2]
+    assert abs(shifted) <= 0.01 / floor + 1e-3  # a shift of 0.01 stays small, not 0.01 / 1e-5
