@@ -2,7 +2,7 @@
 
 The border defects the runs miss (`Test/0041`, `Test/0010`) sit at one edge of the image; turned
 or mirrored they sit at another, where the network may see them better. This script asks whether
-scoring the mean over the 8 dihedral views (`mlproject.training.batches.dihedral_view`) lifts
+scoring the mean over the 8 dihedral views (`mlproject.models.views.dihedral_view`) lifts
 trained models to balanced accuracy >= 0.99 on the test split without retraining.
 
 Decided before any model was scored this way (so the test split does not pick the rule):
@@ -54,7 +54,8 @@ def load_model(spec: str):
 def block4_views(fixed, rows, image_size: int, cache: Path) -> list[np.ndarray]:
     """The frozen blocks' outputs for each of the 8 views of ``rows``' images (cached on disk per view)."""
     from mlproject.data.decode import decode_image, resize
-    from mlproject.training.batches import DIHEDRAL_VIEWS, dihedral_view, predict_in_batches
+    from mlproject.models.views import DIHEDRAL_VIEWS, dihedral_view
+    from mlproject.training.batches import predict_in_batches
 
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / "rows.csv", "w", newline="") as f:  # which image each row of the view arrays is

@@ -25,7 +25,7 @@ import numpy as np
 import typer
 
 from mlproject.data.sizing import parse_image_size, resolve_image_size
-from mlproject.models.feature_transforms import SVM_FEATURES
+from mlproject.models.feature_transforms import DEFAULT_FEATURES
 
 from mlproject.cli._app import app, fail
 from mlproject.cli._policy import (
@@ -227,10 +227,10 @@ def simulate(
     positive_label: str = typer.Option("defect", help="label of the positive class"),
     weights: str = typer.Option("hed", help="imagenet | hed | none | path to a VGG16 no-top weights file"),
     image_size: str = typer.Option("auto", help="backbone input size in px, or auto (as the svm entry point)"),
-    pooling: str = typer.Option(SVM_FEATURES.pooling, help="avg | max | avgmax | stats (per-channel mean, std, "
+    pooling: str = typer.Option(DEFAULT_FEATURES.pooling, help="avg | max | avgmax | stats (per-channel mean, std, "
                                                            "max, min); the default is the svm entry point's"),
-    feature_layers: str = typer.Option(",".join(SVM_FEATURES.layers), help="comma-separated VGG16 layers to pool"),
-    log_features: bool = typer.Option(SVM_FEATURES.log_features, help="fast variant input: log(1 + features) first"),
+    feature_layers: str = typer.Option(",".join(DEFAULT_FEATURES.layers), help="comma-separated VGG16 layers to pool"),
+    log_features: bool = typer.Option(DEFAULT_FEATURES.log_features, help="fast variant input: log(1 + features) first"),
     pca_dims: int = typer.Option(0, help="fast variant input: this many whitened principal components of the "
                                          "standardised features, fitted once on all images without labels "
                                          "(0: the features as they are)"),

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from integrations import mlflow_registry, mlflow_runs
 from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
-from mlproject.models.feature_transforms import SVM_FEATURES
+from mlproject.models.feature_transforms import DEFAULT_FEATURES
 from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
@@ -28,11 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="svm", description=__doc__)
     common.add_training_arguments(parser)
-    parser.add_argument("--pooling", default=SVM_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"],
+    parser.add_argument("--pooling", default=DEFAULT_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"],
                         help="how each layer's map becomes a vector; stats = per-channel mean, std, max, min")
-    parser.add_argument("--feature-layers", default=",".join(SVM_FEATURES.layers),
+    parser.add_argument("--feature-layers", default=",".join(DEFAULT_FEATURES.layers),
                         help="comma-separated VGG16 layers whose pooled outputs are concatenated")
-    parser.add_argument("--log-features", type=common.str2bool, default=SVM_FEATURES.log_features,
+    parser.add_argument("--log-features", type=common.str2bool, default=DEFAULT_FEATURES.log_features,
                         help="sign(x) log(1 + |x|) of the features before standardising them")
     parser.add_argument("--C", type=parse_C, default=AUTO, help="SVM regularisation, or 'auto' (searched)")
     parser.add_argument("--kernel", default=AUTO, choices=[AUTO, *KERNELS], help="SVM kernel, or 'auto' (searched)")
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
         mlflow.set_tags({"variant": "svm", "pattern": args.pattern})
         mlflow_runs.log_params({**vars(args), "variant": "svm",
                                 "weights_description": describe_weights(args.weights).description})
-        prepared = common.prepare_data(args)
+        prepared = common.prepare_data(common.DataSettings.from_args(args))
         common.log_data(prepared)
         import keras
 
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
                                        threshold=threshold, weights=args.weights, model_version="")
             ref = common.register_model(DefectClassifierModel(),
                                         {"keras_model": str(keras_path), "sklearn_model": str(svm_path)},
-                                        config, prepared, args, "svm")
+                                        config, prepared, common.RegistrationSettings.from_args(args), "svm")
         mlflow_registry.tag_version(ref, {"chosen.C": search.C, "chosen.kernel": search.kernel})
         common.print_where_to_look(ref)
 

@@ -26,5 +26,6 @@ class FeatureSpec:
     log_features: bool = True  # sign(x) log(1 + |x|) before standardising (ReLU statistics are skewed)
 
 
-#: The svm variant's default features; ``alloop simulate``'s fast variant uses the same.
-SVM_FEATURES = FeatureSpec()
+#: The default features of every variant: the svm's inputs, the frozen/finetune heads' inputs, and
+#: ``alloop simulate``'s fast variant.
+DEFAULT_FEATURES = FeatureSpec()

@@ -17,8 +17,10 @@ import contextlib
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from mlproject.models.backbone import build_vgg16
+from mlproject.models.feature_transforms import DEFAULT_FEATURES
 from mlproject.models.layers import POOLINGS, SignedLog1p, Standardise, global_pool
 
 VARIANTS = ("svm", "frozen", "finetune")
@@ -94,9 +96,9 @@ def build_head_classifier(
     image_size: int,
     *,
     trainable_blocks: int = 1,
-    feature_layers: tuple[str, ...] = ("block5_pool",),
-    pooling: str = "stats",
-    log_features: bool = True,
+    feature_layers: tuple[str, ...] = DEFAULT_FEATURES.layers,
+    pooling: str = DEFAULT_FEATURES.pooling,
+    log_features: bool = DEFAULT_FEATURES.log_features,
     dense_units: int = 256,
     dropout: float = 0.5,
     precision: str = "float32",
@@ -163,6 +165,22 @@ def build_head_classifier(
     classifier = HeadClassifier(full, fixed, tail, features_part, trainable_part, features, head, tail_conv_layers)
     classifier.set_tail_trainable(False)
     return classifier
+
+
+def head_scores_and_embeddings(keras_model: keras.Model, batch) -> tuple[np.ndarray, np.ndarray]:
+    """P(defect) and an embedding per image of a saved ``frozen``/``finetune`` model, one forward pass.
+
+    The embedding is what the head reads: the pooled features before its standardisation. Models
+    saved before the multi-block head read block5's map; for them it is that map's global average."""
+    names = {layer.name for layer in keras_model.layers}
+    if "vgg16_features" in names:
+        features = keras_model.get_layer("vgg16_features")(batch, training=False)
+        p_defect = keras_model.get_layer("head")(features, training=False)
+        return np.asarray(p_defect)[:, 0], np.asarray(features)
+    block5 = keras_model.get_layer("vgg16_tail")(keras_model.get_layer("vgg16_fixed")(batch, training=False),
+                                                 training=False)
+    p_defect = keras_model.get_layer("head")(block5, training=False)
+    return np.asarray(p_defect)[:, 0], np.asarray(block5).mean(axis=(1, 2))
 
 
 def build_feature_extractor(

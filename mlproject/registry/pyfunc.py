@@ -71,10 +71,6 @@ def _as_bytes(value) -> bytes:
     raise TypeError(f"image must be bytes or a base64 string, got {type(value).__name__}")
 
 
-def _has_layer(model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)
-
-
 class DefectClassifierModel(mlflow.pyfunc.PythonModel):
     """One class for all variants: a Keras network, optionally followed by a scikit-learn classifier."""
 
@@ -103,7 +99,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict_probabilities(self, batch: np.ndarray) -> np.ndarray:
         """P(defect) for a batch of preprocessed images (the mean over the model's test-time views)."""
-        from mlproject.training.batches import mean_over_views
+        from mlproject.models.views import mean_over_views
 
         return mean_over_views(self._predict_one_view, batch, self.test_time_views)
 
@@ -129,6 +125,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         the first three and listed in ``errors`` (one :class:`BadImageError` each).
         """
         from mlproject.data.decode import images_to_model_input
+        from mlproject.models.variants import head_scores_and_embeddings
 
         batch, good, errors = images_to_model_input(images, int(self.config["image_size"]), sources=sources, fit=self.fit)
         batch_size = int(self.config.get("batch_size", 32))
@@ -139,15 +136,10 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
                 features = np.asarray(self.keras_model(chunk, training=False))
                 p_parts.append(self.sklearn_model.predict_proba(features)[:, 1])
                 e_parts.append(features)
-            elif _has_layer(self.keras_model, "vgg16_features"):
-                features = self.keras_model.get_layer("vgg16_features")(chunk, training=False)
-                p_parts.append(np.asarray(self.keras_model.get_layer("head")(features, training=False))[:, 0])
-                e_parts.append(np.asarray(features))
-            else:  # registered before the multi-block head: the head read block5's map
-                tail_out = self.keras_model.get_layer("vgg16_tail")(
-                    self.keras_model.get_layer("vgg16_fixed")(chunk, training=False), training=False)
-                p_parts.append(np.asarray(self.keras_model.get_layer("head")(tail_out, training=False))[:, 0])
-                e_parts.append(np.asarray(tail_out).mean(axis=(1, 2)))
+            else:
+                p_defect, embedding = head_scores_and_embeddings(self.keras_model, chunk)
+                p_parts.append(p_defect)
+                e_parts.append(embedding)
         if not p_parts:
             return np.zeros(0), np.zeros((0, 0), np.float32), good, errors
         p_defect = np.concatenate(p_parts).astype(np.float64)

@@ -9,6 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mlproject.data.decode import vgg_preprocess
+from mlproject.models.views import DIHEDRAL_VIEWS, dihedral_view
 
 
 def predict_in_batches(model, images_uint8: np.ndarray, *, batch_size: int = 32, desc: str = "predict",
@@ -29,37 +30,6 @@ def predict_in_batches(model, images_uint8: np.ndarray, *, batch_size: int = 32,
     if not outputs:
         return np.zeros((0, *model.output.shape[1:]), dtype=np.float32)
     return np.concatenate([o[0] if isinstance(o, list) else o for o in outputs])
-
-
-#: Flips and quarter turns: the 8 views of an image under the square's symmetries (the dihedral
-#: group). A texture's defect label does not change under any of them.
-DIHEDRAL_VIEWS = 8
-
-
-def dihedral_view(images: np.ndarray, view: int) -> np.ndarray:
-    """View ``view`` (0-7) of a batch (N, H, W, C): ``view % 4`` quarter turns, mirrored if ``view >= 4``."""
-    if not 0 <= view < DIHEDRAL_VIEWS:
-        raise ValueError(f"view must be between 0 and {DIHEDRAL_VIEWS - 1}, got {view}")
-    turned = np.rot90(images, k=view % 4, axes=(1, 2))
-    return np.ascontiguousarray(turned[:, :, ::-1] if view >= 4 else turned)
-
-
-#: What ``test_time_views`` may be: each image as it is, or the mean over all its dihedral views.
-TEST_TIME_VIEWS = (1, DIHEDRAL_VIEWS)
-
-
-def mean_over_views(predict, images: np.ndarray, views: int) -> np.ndarray:
-    """``predict(batch) -> P(defect) per image``, averaged over the first ``views`` dihedral views.
-
-    With all 8 views the score is the same for an image and any flip or quarter turn of it: a defect
-    at one border is also seen where the network saw such defects in training. Costs ``views``
-    forward passes per image.
-    """
-    if views not in TEST_TIME_VIEWS:
-        raise ValueError(f"test_time_views must be one of {TEST_TIME_VIEWS}, got {views}")
-    if views == 1:
-        return np.asarray(predict(images), dtype=np.float64)
-    return np.mean([np.asarray(predict(dihedral_view(images, v)), dtype=np.float64) for v in range(views)], axis=0)
 
 
 def draw_views(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import mlflow
@@ -88,17 +88,49 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--registered-model-name", default=DEFAULT_MODEL_NAME)
 
 
+@dataclass(frozen=True)
+class DataSettings:
+    """Which images a training run reads, how it splits them and at what size (the data options)."""
+
+    data: str = SYNTHETIC
+    layout: str = "auto"
+    pattern: str = "Class1"
+    positive_label: str = DEFECT
+    split_seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    skip_bad_images: bool = False
+    image_size: int | str = AUTO
+
+    @classmethod
+    def from_args(cls, args) -> "DataSettings":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """What a registered version records about where it came from and under which name it goes."""
+
+    weights: str = "imagenet"
+    round: int = 0
+    registered_model_name: str = DEFAULT_MODEL_NAME
+
+    @classmethod
+    def from_args(cls, args) -> "RegistrationSettings":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
 def synthetic_data_dir() -> Path:
     return Path(tempfile.gettempdir()) / "alloop-synthetic-dagm"
 
 
-def resolve_data(args) -> str:
-    if args.data == SYNTHETIC:
+def resolve_data(settings: DataSettings) -> str:
+    if settings.data == SYNTHETIC:
         # Generated once per seed/size; it is synthetic, never a stand-in for real inspection data.
-        root = generate_synthetic_dagm(synthetic_data_dir(), pattern=args.pattern)
+        root = generate_synthetic_dagm(synthetic_data_dir(), pattern=settings.pattern)
         log.warning("data=synthetic: training on GENERATED DAGM-like textures in %s, not real images", root)
         return str(root)
-    return args.data
+    return settings.data
 
 
 def class_names_for(records: list[LabeledImage], positive_label: str) -> tuple[str, str]:
@@ -129,14 +161,14 @@ class PreparedData:
     fit: str = TRAINING_FIT
 
 
-def prepare_data(args) -> PreparedData:
-    """The dataset read, split and loaded at ``args.image_size`` (resolved here when ``auto``)."""
-    data = resolve_data(args)
-    records = load_dataset(data, pattern=args.pattern, layout=args.layout)
-    class_names = class_names_for(records, args.positive_label)
-    split = stratified_split(records, seed=args.split_seed, val_fraction=args.val_fraction,
-                             test_fraction=args.test_fraction)
-    size = resolve_image_size(args.image_size, split.train)  # from the training images only
+def prepare_data(settings: DataSettings) -> PreparedData:
+    """The dataset read, split and loaded at ``settings.image_size`` (resolved here when ``auto``)."""
+    data = resolve_data(settings)
+    records = load_dataset(data, pattern=settings.pattern, layout=settings.layout)
+    class_names = class_names_for(records, settings.positive_label)
+    split = stratified_split(records, seed=settings.split_seed, val_fraction=settings.val_fraction,
+                             test_fraction=settings.test_fraction)
+    size = resolve_image_size(settings.image_size, split.train)  # from the training images only
     log.info("image size %d px (%s)", size.size, size.reason)
     x, y, kept, bad = {}, {}, {}, []
     for name in ("train", "val", "test"):
@@ -145,7 +177,7 @@ def prepare_data(args) -> PreparedData:
         x[name], kept[name] = images, loaded
         y[name] = np.array([int(r.label == class_names[1]) for r in loaded], dtype=np.int64)
         bad.extend(bad_here)
-    if bad and not args.skip_bad_images:
+    if bad and not settings.skip_bad_images:
         raise BadImagesError(bad, hint=SKIP_BAD_IMAGES_HINT)
     return PreparedData(data, records, split, class_names, manifest_hash(records), x, y, kept, bad,
                         size.size, size.reason)
@@ -197,7 +229,8 @@ def log_test_report(prepared: PreparedData, p_test: np.ndarray, threshold: float
     return report
 
 
-def register_model(python_model, artifacts: dict, config: dict, prepared: PreparedData, args, variant: str):
+def register_model(python_model, artifacts: dict, config: dict, prepared: PreparedData,
+                   registration: RegistrationSettings, variant: str):
     """Log the pyfunc and register it as a new version with alias ``challenger``."""
     from mlproject.registry.pyfunc import SIGNATURE, SIGNATURE_DOC, package_dir, pip_requirements
 
@@ -221,15 +254,15 @@ def register_model(python_model, artifacts: dict, config: dict, prepared: Prepar
     sources = source_counts(prepared.records)
     tags = {
         "variant": variant,
-        "weights": describe_weights(args.weights).choice,
-        "weights_description": describe_weights(args.weights).description,
+        "weights": describe_weights(registration.weights).choice,
+        "weights_description": describe_weights(registration.weights).description,
         "manifest_hash": prepared.manifest_hash,
-        "round": args.round,
+        "round": registration.round,
         "run_id": run.info.run_id,
         "image_size": config["image_size"],
         **{f"labels_by_source.{s}": n for s, n in sources.items()},
     }
-    ref = mlflow_registry.register(info.model_uri, args.registered_model_name, tags=tags)
+    ref = mlflow_registry.register(info.model_uri, registration.registered_model_name, tags=tags)
     mlflow.set_tags({"registered_model": str(ref)})
     return ref
 

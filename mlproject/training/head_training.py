@@ -28,13 +28,8 @@ import keras
 import numpy as np
 
 from mlproject.models.variants import HeadClassifier
-from mlproject.training.batches import (
-    DIHEDRAL_VIEWS,
-    CachedViewBatches,
-    ImageBatches,
-    dihedral_view,
-    predict_in_batches,
-)
+from mlproject.models.views import DIHEDRAL_VIEWS, dihedral_view
+from mlproject.training.batches import CachedViewBatches, ImageBatches, predict_in_batches
 
 EpochCallback = Callable[[int, dict], None]
 

@@ -12,11 +12,12 @@ import numpy as np
 from integrations import mlflow_registry, mlflow_runs
 from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
-from mlproject.models.feature_transforms import SVM_FEATURES
+from mlproject.models.feature_transforms import DEFAULT_FEATURES
 from mlproject.models.variants import PRECISIONS, build_head_classifier
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
-from mlproject.training.batches import TEST_TIME_VIEWS, mean_over_views, predict_in_batches
+from mlproject.models.views import TEST_TIME_VIEWS, mean_over_views
+from mlproject.training.batches import predict_in_batches
 from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
 
 log = logging.getLogger("alloop")
@@ -26,13 +27,15 @@ log = logging.getLogger("alloop")
 DEFAULT_TIME_BUDGET_S = 2400.0
 
 
-def resolve_precision(choice: str) -> tuple[str, str]:
+def resolve_precision(choice: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, str]:
     """(precision, why): ``auto`` is bfloat16 where the CPU computes it natively (AVX512_BF16 or
-    AMX: about 2x faster convolutions here), else float32."""
+    AMX: a fine-tuning step took half the time here), else float32."""
     if choice in PRECISIONS:
         return choice, "given"
+    if choice != "auto":
+        raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {choice!r}")
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = cpuinfo.read_text()
     except OSError:
         flags = ""
     for flag in ("avx512_bf16", "amx_bf16"):
@@ -51,7 +54,7 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
                                 "precision_reason": precision_reason,
                                 "weights_description": describe_weights(args.weights).description,
                                 **{f"train_{k}": v for k, v in config.__dict__.items()}})
-        prepared = common.prepare_data(args)
+        prepared = common.prepare_data(common.DataSettings.from_args(args))
         common.log_data(prepared)
 
         def build(compute):
@@ -99,7 +102,7 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
                                              class_names=prepared.class_names, threshold=threshold,
                                              weights=args.weights, model_version="", test_time_views=views)
             ref = common.register_model(DefectClassifierModel(), {"keras_model": str(keras_path)}, model_config,
-                                        prepared, args, variant)
+                                        prepared, common.RegistrationSettings.from_args(args), variant)
         common.print_where_to_look(ref)
 
 
@@ -112,10 +115,10 @@ def feature_layers_argument(value: str) -> list[str]:
 
 def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
     group = parser.add_argument_group("head")
-    group.add_argument("--feature-layers", type=feature_layers_argument, default=list(SVM_FEATURES.layers),
+    group.add_argument("--feature-layers", type=feature_layers_argument, default=list(DEFAULT_FEATURES.layers),
                        help="comma-separated VGG16 layers whose pooled outputs the head reads")
-    group.add_argument("--pooling", default=SVM_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"])
-    group.add_argument("--log-features", type=common.str2bool, default=SVM_FEATURES.log_features,
+    group.add_argument("--pooling", default=DEFAULT_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"])
+    group.add_argument("--log-features", type=common.str2bool, default=DEFAULT_FEATURES.log_features,
                        help="sign(x) log(1 + |x|) of the pooled features before standardising them")
     group.add_argument("--dense-units", type=common.integer, default=256)
     group.add_argument("--dropout", type=float, default=0.5)

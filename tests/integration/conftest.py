@@ -59,7 +59,7 @@ def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5)
     common.add_training_arguments(parser)
     args = parser.parse_args(["--data", str(data), "--weights", "none", "--image-size", "32",
                               "--registered-model-name", name])
-    prepared = common.prepare_data(args)
+    prepared = common.prepare_data(common.DataSettings.from_args(args))
     extractor = build_feature_extractor("none", 32, pooling="avgmax")
     pipeline = fit_svm(predict_in_batches(extractor, prepared.x["train"], progress=False), prepared.y["train"])
     folder = store / f"model-{name}-{time.monotonic_ns()}"
@@ -70,7 +70,7 @@ def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5)
                                threshold=threshold, weights="none", model_version="")
     with mlflow.start_run():
         ref = common.register_model(DefectClassifierModel(), {"keras_model": str(folder / "fx.keras"),
-                                    "sklearn_model": str(folder / "svm.joblib")}, config, prepared, args, "svm")
+                                    "sklearn_model": str(folder / "svm.joblib")}, config, prepared, common.RegistrationSettings.from_args(args), "svm")
     mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
     return ref
 

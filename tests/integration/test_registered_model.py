@@ -15,7 +15,8 @@ from mlproject.data.images import read_bytes
 from mlproject.models.variants import build_feature_extractor, build_head_classifier
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
-from mlproject.training.batches import dihedral_view, mean_over_views, predict_in_batches
+from mlproject.models.views import dihedral_view, mean_over_views
+from mlproject.training.batches import predict_in_batches
 from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
 from mlproject.training.svm_training import fit_svm
 
@@ -34,14 +35,14 @@ def register_in_process(tmp_path, python_artifacts, prepared, args, variant, tes
     config = model_config_dict(variant=variant, image_size=SIZE, class_names=prepared.class_names,
                                threshold=0.5, weights="none", model_version="", test_time_views=test_time_views)
     with mlflow.start_run():
-        ref = common.register_model(DefectClassifierModel(), python_artifacts, config, prepared, args, variant)
+        ref = common.register_model(DefectClassifierModel(), python_artifacts, config, prepared, common.RegistrationSettings.from_args(args), variant)
     mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
     return ref
 
 
 def test_finetune_model_from_registry_matches_in_process(tmp_path, tracking_uri, synthetic_data):
     args = training_args(synthetic_data, "equivalence-finetune")
-    prepared = common.prepare_data(args)
+    prepared = common.prepare_data(common.DataSettings.from_args(args))
     classifier = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8)
     train_head_classifier(classifier, prepared.x["train"], prepared.y["train"], prepared.x["val"], prepared.y["val"],
                           HeadTrainingConfig(warmup_epochs=1, finetune_epochs=1))
@@ -68,7 +69,7 @@ def test_finetune_model_from_registry_matches_in_process(tmp_path, tracking_uri,
 
 def test_svm_model_from_registry_matches_in_process_and_isolates_a_broken_image(tmp_path, tracking_uri, synthetic_data):
     args = training_args(synthetic_data, "equivalence-svm")
-    prepared = common.prepare_data(args)
+    prepared = common.prepare_data(common.DataSettings.from_args(args))
     extractor = build_feature_extractor("none", SIZE, pooling="avgmax")
     features = {s: predict_in_batches(extractor, prepared.x[s], progress=False) for s in ("train", "test")}
     pipeline = fit_svm(features["train"], prepared.y["train"])
@@ -101,7 +102,7 @@ def test_model_with_test_time_views_scores_the_mean_over_views_and_every_turn_al
                                                                                       synthetic_data):
     # Untrained (random weights): this is about how the registered model scores, not what it learned.
     args = training_args(synthetic_data, "equivalence-views")
-    prepared = common.prepare_data(args)
+    prepared = common.prepare_data(common.DataSettings.from_args(args))
     classifier = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8)
     keras_path = tmp_path / "classifier.keras"
     classifier.full.save(keras_path)

@@ -351,7 +351,7 @@ def test_a_training_run_names_the_bad_files_of_every_split_and_says_how_to_skip_
     common.add_training_arguments(parser)
     args = parser.parse_args(["--data", str(tmp_path), "--weights", "none", "--image-size", "32"])
     with pytest.raises(BadImagesError) as raised:
-        common.prepare_data(args)
+        common.prepare_data(common.DataSettings.from_args(args))
     split = common.stratified_split(common.load_dataset(str(tmp_path)), seed=0, val_fraction=0.15, test_fraction=0.2)
     broken_splits = {name for name in ("train", "val", "test")
                      for r in getattr(split, name) if r.path in {str(p.resolve()) for p in broken}}
@@ -364,7 +364,7 @@ def test_a_training_run_names_the_bad_files_of_every_split_and_says_how_to_skip_
     assert message.index("-P skip_bad_images=true") < message.index("--skip-bad-images true")
 
     args.skip_bad_images = True
-    prepared = common.prepare_data(args)
+    prepared = common.prepare_data(common.DataSettings.from_args(args))
     assert sorted(b.path for b in prepared.bad_files) == sorted(str(p.resolve()) for p in broken)
     assert sum(len(prepared.kept[name]) for name in ("train", "val", "test")) == 16
 

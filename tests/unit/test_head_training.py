@@ -6,13 +6,11 @@ import pytest
 
 from mlproject.data.decode import vgg_preprocess
 from mlproject.models.variants import build_head_classifier
+from mlproject.models.views import DIHEDRAL_VIEWS, dihedral_view, mean_over_views
 from mlproject.training.batches import (
-    DIHEDRAL_VIEWS,
     CachedViewBatches,
     ImageBatches,
     augment_label_preserving,
-    dihedral_view,
-    mean_over_views,
     predict_in_batches,
 )
 from mlproject.training.head_training import (
@@ -214,7 +212,8 @@ def test_the_cache_is_freed_when_training_returns(monkeypatch, augment):
     config = HeadTrainingConfig(warmup_epochs=1, finetune_epochs=1, batch_size=4, augment=augment)
     train_head_classifier(classifier, x, y, x[:6], y[:6], config)
     gc.collect()
-    assert len(cached) == (DIHEDRAL_VIEWS if augment else 1) + 1  # training view(s) + validation
+    # block4's map and block3's pooled features, per training view and for validation
+    assert len(cached) == 2 * ((DIHEDRAL_VIEWS if augment else 1) + 1)
     assert [ref() is None for ref in cached] == [True] * len(cached)
 
 
@@ -260,3 +259,24 @@ def test_the_head_sees_standardised_features_with_a_floor_on_near_constant_ones(
     floor = Standardise.FLOOR * features.std(axis=0).mean()
     shifted = np.asarray(layer(np.array([[5, -3, 0.01]], dtype="float32")))[0, 2]
     assert abs(shifted) <= 0.01 / floor + 1e-3  # a shift of 0.01 stays small, not 0.01 / 1e-5
+
+
+def test_a_classifier_trained_in_bfloat16_hands_its_weights_to_a_float32_twin():
+    keras.utils.set_random_seed(0)
+    trained = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0, precision="bfloat16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored after building
+    assert trained.tail.get_layer("block5_conv1").compute_dtype == "bfloat16"
+    assert trained.head.get_layer("p_defect").compute_dtype == "float32"
+    x, y = tiny_data()
+    config = HeadTrainingConfig(warmup_epochs=2, finetune_epochs=1, batch_size=64, lr_finetune=1e-6)
+    history = train_head_classifier(trained, x, y, x[:6], y[:6], config)
+    twin = build_head_classifier("none", 32, trainable_blocks=1, dense_units=4, dropout=0.0, precision="float32")
+    twin.full.set_weights(trained.full.get_weights())
+    assert all(w.dtype == np.float32 for w in twin.full.get_weights())
+    assert twin.tail.get_layer("block5_conv1").compute_dtype == "float32"
+    p_twin = predict_in_batches(twin.full, x[:6], progress=False)[:, 0]
+    untrained = predict_in_batches(build_head_classifier("none", 32, trainable_blocks=1, dense_units=4).full, x[:6],
+                                   progress=False)[:, 0]
+    # bfloat16 keeps 8 mantissa bits: the twin's scores are close to training's, not equal
+    np.testing.assert_allclose(p_twin, history["val_p_defect"], atol=0.05)
+    assert np.abs(p_twin - untrained).max() > 0.05  # and they are the trained model's, not any model's
