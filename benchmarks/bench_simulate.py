@@ -1,4 +1,4 @@
-"""The issue-4 table for benchmarks/RESULTS.md from an `alloop simulate` output folder.
+"""The labels-to-target table for benchmarks/RESULTS.md from an `alloop simulate` output folder.
 
 Reads ``curves.csv`` and ``summary.csv`` (written by ``alloop simulate --out DIR``; the benchmark run is
 ``benchmarks/bench_simulate.sh``) and prints, per strategy and auto-label mode, the human labels needed

@@ -1,4 +1,4 @@
-"""`alloop sync` bookkeeping time on large projects in a real Label Studio (issue 4).
+"""`alloop sync` bookkeeping time on large projects in a real Label Studio.
 
 For each size (default 2,000 and 10,000 tasks) a fresh project gets that many tasks whose images
 cycle through the real DAGM class 1 images (local files under the server's document root). Two

@@ -184,7 +184,12 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", default="svm", help="comma-separated entry points")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--table", action="store_true",
+                        help="only rewrite RESULTS.md's table from results/suite.json (e.g. after merging rows)")
     args = parser.parse_args(argv)
+    if args.table:
+        write_results([], {})  # rewrites the table from the stored rows, adds none
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{OUT / 'suite.db'}"
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": commit(),

@@ -10,7 +10,7 @@ stays far below.
 as a candidate on 2026-11-25, before seed 3's scores existed: fit a normal distribution to each
 class's validation logits and put the threshold where the two fitted densities are equal, between
 the class means. It replaced the widest gap as `threshold=auto` on 2026-11-30, by the reading
-committed before seeds 4 and 5 were trained (benchmarks/RESULTS.md). This script still scores both.
+committed before seeds 4 and 5 were trained (benchmarks/history/2026-11-notebook.md). This script still scores both.
 
 Input: the per-image score files ``finetune_trajectory.py --tta-views`` writes (``<out>.8-views.csv``:
 image, split, label, p_mean, p_view0..7). Output: one line per file and rule.

@@ -31,6 +31,8 @@ from typing import Literal, Optional
 import requests
 import typer
 
+from integrations.files import atomic_write
+
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_PORT = 8080
 DEFAULT_USERNAME = "admin@alloop.local"
@@ -99,8 +101,8 @@ class LabelStudioSettings:
         """Write the JSON settings and, next to them, a `.env` file with shell exports."""
         path = Path(path or default_settings_path())
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, json.dumps(asdict(self), indent=2) + "\n")
-        _write_private(env_file_path(path), self.env_exports())
+        atomic_write(path, json.dumps(asdict(self), indent=2) + "\n", private=True)
+        atomic_write(env_file_path(path), self.env_exports(), private=True)
         return path
 
     @classmethod
@@ -132,14 +134,6 @@ def load_settings(path: Optional[Path] = None) -> Optional[LabelStudioSettings]:
     except (ValueError, TypeError) as exc:
         print(f"Ignoring unreadable settings file {path}: {exc}", file=sys.stderr)
         return None
-
-
-def _write_private(path: Path, text: str) -> None:
-    # Create with 0600 from the start so the secret is never world-readable, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)  # an existing file keeps its old mode through os.open
 
 
 def _shell_quote(value: str) -> str:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from integrations.files import atomic_write
 from mlproject.data.sizing import parse_image_size, resolve_image_size
 from mlproject.models.feature_transforms import DEFAULT_FEATURES
 
@@ -98,20 +98,6 @@ class FeatureSet:
     info: dict = field(default_factory=dict)
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_cache(path: Path, records: list, key: str):
     """``(features, kept records, bad files)`` from a cache file, or None if it is missing or unusable."""
     from mlproject.data.images import BadFile
@@ -184,10 +170,10 @@ def backbone_features(records: list, *, weights: str, image_size: int, pooling: 
         raise BadImagesError(bad)
     dim = int(extractor.output.shape[-1])
     features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, dim), np.float32)
-    _atomic_savez(path, key=np.array(key), features=features, paths=np.array([r.path for r in kept], dtype=str),
-                  bad_paths=np.array([b.path for b in bad], dtype=str),
-                  bad_reasons=np.array([b.reason for b in bad], dtype=str),
-                  info=np.array(json.dumps(info)))
+    atomic_write(path, lambda handle: np.savez(
+        handle, key=np.array(key), features=features, paths=np.array([r.path for r in kept], dtype=str),
+        bad_paths=np.array([b.path for b in bad], dtype=str), bad_reasons=np.array([b.reason for b in bad], dtype=str),
+        info=np.array(json.dumps(info))))
     log.info("backbone features: wrote %s", path)
     return FeatureSet(features, kept, bad, path, key, False, info)
 
@@ -237,7 +223,7 @@ def simulate(
     strategies: str = typer.Option("random,least_confidence,margin,entropy,cluster",
                                    help="comma-separated query strategies (random is the baseline)"),
     auto_labels: str = typer.Option("both", help="both | on | off: replay with and/or without auto-labels"),
-    seeds: str = typer.Option("0,1,2", help="comma-separated seeds; the issue asks for at least 3"),
+    seeds: str = typer.Option("0,1,2", help="comma-separated seeds; at least 3, so a curve's spread can be told from its mean"),
     budget: int = typer.Option(10, help="human labels per round (the review queue the oracle answers)"),
     initial_labels: int = typer.Option(10, help="the first, random batch a person labels"),
     max_human: int = typer.Option(0, help="stop each curve after this many human labels (0: the whole pool)"),
@@ -286,7 +272,7 @@ def simulate(
     seed_list = _seeds(seeds)
     if len(seed_list) < 3:
         typer.secho(f"Warning: {len(seed_list)} seed(s); curves over fewer than 3 seeds are noisy "
-                    "(the issue asks for at least 3).", fg="yellow", err=True)
+                    "(their spread cannot be told from their mean).", fg="yellow", err=True)
     if pooling not in POOLINGS:
         fail(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     layers = _names(feature_layers, "feature-layers")

@@ -13,9 +13,10 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
+
+from integrations.files import atomic_write
 
 from mlproject.data.records import DEFECT, OK, SOURCES, LabeledImage
 
@@ -254,17 +255,7 @@ def write_manifest(path, records: list[LabeledImage]) -> Path:
     """Write ``records`` (paths as given) atomically: a crash never leaves half a manifest."""
     path = Path(path)
     text = _manifest_text(_manifest_kind(path), records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
     return path
 
 

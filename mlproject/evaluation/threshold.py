@@ -56,7 +56,7 @@ def density_crossing_threshold(y_true, p_defect) -> float:
     f_normal(t) - f_defect(t)). Unlike the middle of the widest gap it uses how each class spreads:
     a tight normal class and a spread defect class put the threshold near the normals, so defects
     harder than the validation ones (DAGM class 1's border defects) still land above it. Chosen on
-    finetune seeds whose test scores were unseen (benchmarks/RESULTS.md, "Seed 4").
+    finetune seeds whose test scores were unseen (benchmarks/history/2026-11-notebook.md, "Seed 4").
 
     Falls back to ``best_balanced_threshold`` when a class has fewer than 2 validation images, a
     class's scores do not spread, the defects do not score higher on average, or the fits do not

@@ -9,12 +9,12 @@ only costs recomputation.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from integrations.files import atomic_write
 
 log = logging.getLogger("alloop.loop")
 
@@ -52,17 +52,11 @@ class EmbeddingCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         ids = sorted(self._vectors)
         dims = {self._vectors[i][1].shape for i in ids}
         if len(dims) > 1:
             raise ValueError(f"embeddings of different shapes {dims} in one cache {self.path}")
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".emb-", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, ids=np.array(ids, dtype=np.int64), urls=np.array([self._vectors[i][0] for i in ids]),
-                     vectors=np.stack([self._vectors[i][1] for i in ids]) if ids else np.zeros((0, 0), np.float16))
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write(self.path, lambda handle: np.savez(
+            handle, ids=np.array(ids, dtype=np.int64), urls=np.array([self._vectors[i][0] for i in ids]),
+            vectors=np.stack([self._vectors[i][1] for i in ids]) if ids else np.zeros((0, 0), np.float16)))
         self.dirty = False

@@ -93,8 +93,8 @@ def fast_variant_input(features: np.ndarray, *, log_features: bool = False, pca_
 
     The PCA is fitted once on every image's features (unsupervised: no label is used), as a loop
     would on its whole task pool. With a few dozen labels, a linear SVM on thousands of skewed ReLU
-    statistics overfits; on a few dozen whitened components it ranks far better (see
-    benchmarks/RESULTS.md, issue 4).
+    statistics overfits; on a few dozen whitened components it ranks far better (measured on DAGM
+    class 1: test ROC AUC 0.82 raw, 0.91 on 32 whitened components of the log features).
     """
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
