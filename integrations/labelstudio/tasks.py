@@ -50,6 +50,21 @@ class Task:
     annotations: list[Annotation] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
 
+    def human_annotations(self, bot_id: int, *, labelled: bool = False) -> list[Annotation]:
+        """People's live (not cancelled) annotations; ``labelled``: only those that chose a class."""
+        return [a for a in self.annotations
+                if a.completed_by != bot_id and not a.was_cancelled and (a.choices or not labelled)]
+
+    def machine_annotations(self, bot_id: int, *, labelled: bool = False) -> list[Annotation]:
+        """The loop's live annotations (written as the bot user); ``labelled``: only those with a class."""
+        return [a for a in self.annotations
+                if a.completed_by == bot_id and not a.was_cancelled and (a.choices or not labelled)]
+
+    def touched_by_people(self, bot_id: int) -> bool:
+        """Whether anyone but the bot annotated this task, even if they cancelled (skipped) it: the
+        loop never writes over or revokes labels on such a task."""
+        return any(a.completed_by != bot_id for a in self.annotations)
+
     def prediction_of(self, model_version: str) -> Prediction | None:
         """The newest prediction of that model version, if any."""
         matching = [p for p in self.predictions if p.model_version == model_version]

@@ -241,9 +241,8 @@ def _print_status(loop_project, tasks, model_name: str) -> None:
         typer.echo(f"Champion: {champion} ({tags.get('variant', '?')}, round {tags.get('round', '?')}; "
                    f"trained on {trained or 'unknown'})")
     bot = loop_project.bot_id
-    human = sum(any(a.completed_by != bot and not a.was_cancelled for a in t.annotations) for t in tasks)
-    auto = sum(any(a.completed_by == bot and not a.was_cancelled for a in t.annotations)
-               and not any(a.completed_by != bot for a in t.annotations) for t in tasks)
+    human = sum(bool(t.human_annotations(bot)) for t in tasks)
+    auto = sum(bool(t.machine_annotations(bot)) and not t.touched_by_people(bot) for t in tasks)
     skipped = sum(bool(t.annotations) and all(a.was_cancelled for a in t.annotations) for t in tasks)
     unlabelled = [t for t in tasks if not t.annotations]
     typer.echo(f"Labels: {len(tasks)} tasks; {human} human, {auto} auto (machine only), {skipped} skipped, "

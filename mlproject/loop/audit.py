@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from integrations import mlflow_rounds
 from mlproject.loop import round_lock
 from mlproject.loop.policy import AuditVerdict, judge_audit
-from mlproject.loop.sync import AUDIT_KEY, REVOKED_KEY, LoopProject, SyncOptions, effective_policy
+from mlproject.loop.sync import AUDIT_KEY, LoopProject, SyncOptions, effective_policy, revoke_machine_labels
 
 
 @dataclass
@@ -55,8 +55,8 @@ def _audit(project: LoopProject, options: SyncOptions, *, sample_size: int, targ
     for task in tasks:
         if task.data.get(AUDIT_KEY) != "yes":
             continue
-        machine = [a for a in task.annotations if a.completed_by == bot and not a.was_cancelled and a.choices]
-        human = [a for a in task.annotations if a.completed_by != bot and not a.was_cancelled and a.choices]
+        machine = task.machine_annotations(bot, labelled=True)
+        human = task.human_annotations(bot, labelled=True)
         if machine and not human:
             pending += 1
         if not machine or not human:
@@ -77,21 +77,14 @@ def _audit(project: LoopProject, options: SyncOptions, *, sample_size: int, targ
         for task in tasks:
             if made_in.get(task.id) not in bad_rounds:
                 continue
-            if any(a.completed_by != bot for a in task.annotations):
-                continue  # a person has labelled it: that label stands
-            machine = [a for a in task.annotations if a.completed_by == bot]
-            for annotation in machine:
-                project.tasks.delete_annotation(annotation.id)
-            if machine:
-                project.tasks.set_data_fields(task, {REVOKED_KEY: f"audit: round {made_in[task.id]}'s auto-labels "
-                                                     f"were {verdict.precision:.1%} precise (target {target:.1%})"})
-                report.revoked += 1
+            reason = (f"audit: round {made_in[task.id]}'s auto-labels were {verdict.precision:.1%} precise "
+                      f"(target {target:.1%})")
+            report.revoked += revoke_machine_labels(project, task, reason)
         tasks = project.tasks.read(progress=False)
 
     # a fresh random sample of machine labels nobody has checked yet
     candidates = [t for t in tasks if t.data.get(AUDIT_KEY) != "yes"
-                  and any(a.completed_by == bot and not a.was_cancelled for a in t.annotations)
-                  and not any(a.completed_by != bot for a in t.annotations)]
+                  and t.machine_annotations(bot) and not t.touched_by_people(bot)]
     rng = random.Random(f"{project.key}:{seed}:{audited + pending}")
     chosen = sorted(rng.sample(candidates, min(sample_size, len(candidates))), key=lambda t: t.id)
     for task in chosen:

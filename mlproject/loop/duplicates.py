@@ -46,7 +46,7 @@ def find_duplicates(tasks: list[Task], bot_id: int, model_prefix: str = "") -> D
     """
     label_tasks, extra_labels, prediction_tasks, extra_predictions = [], [], [], []
     for task in tasks:
-        machine = sorted((a for a in task.annotations if a.completed_by == bot_id and not a.was_cancelled),
+        machine = sorted(task.machine_annotations(bot_id),
                          key=lambda a: (a.created_at, a.id))
         extra = {a.id for a in machine[1:]}
         if extra:

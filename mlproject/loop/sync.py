@@ -287,8 +287,8 @@ def task_labels(tasks: list[Task], champion: Champion, bot_id: int) -> tuple[dic
     """
     labels, unmapped = {}, 0
     for task in tasks:
-        human = [a for a in task.annotations if a.completed_by != bot_id and not a.was_cancelled and a.choices]
-        machine = [a for a in task.annotations if a.completed_by == bot_id and not a.was_cancelled and a.choices]
+        human = task.human_annotations(bot_id, labelled=True)
+        machine = task.machine_annotations(bot_id, labelled=True)
         for source, candidates in (("human", human), ("auto", machine)):
             if not candidates:
                 continue
@@ -731,6 +731,22 @@ def _follow_new_champion(project: LoopProject, options: SyncOptions, ref, report
     revoke_contradicted(project, champion, tasks, effective_policy(options, project.key), report)
 
 
+def revoke_machine_labels(project: LoopProject, task: Task, reason: str) -> bool:
+    """Take the loop's labels off ``task`` and mark it (``alloop_revoked``: ``reason``) so the next
+    rounds route it to people. Never on a task a person has annotated: that label stands.
+    True when a label was taken back."""
+    if task.touched_by_people(project.bot_id):
+        return False
+    machine = [a for a in task.annotations if a.completed_by == project.bot_id]
+    if not machine:
+        return False
+    for annotation in machine:
+        project.tasks.delete_annotation(annotation.id)
+    task.annotations = [a for a in task.annotations if a not in machine]
+    project.tasks.set_data_fields(task, {REVOKED_KEY: reason})
+    return True
+
+
 def revoke_contradicted(project: LoopProject, champion: Champion, tasks: list[Task], policy: PolicyConfig,
                         report: RoundReport) -> int:
     """Machine labels from older models that ``champion`` confidently contradicts go back to review.
@@ -740,22 +756,16 @@ def revoke_contradicted(project: LoopProject, champion: Champion, tasks: list[Ta
     """
     revoked = 0
     for task in tasks:
-        if any(a.completed_by != project.bot_id for a in task.annotations):
-            continue  # a person's label stands
-        machine = [a for a in task.annotations if a.completed_by == project.bot_id and not a.was_cancelled]
+        machine = task.machine_annotations(project.bot_id)
         prediction = task.prediction_of(champion.version)
-        if not machine or prediction is None:
-            continue
+        if task.touched_by_people(project.bot_id) or not machine or prediction is None:
+            continue  # a person's label stands; nothing to revoke, or nothing to judge it by
         now = champion.class_of_choices(prediction.choices)
         before = champion.class_of_choices(machine[-1].choices)
         confidence = float(prediction.score or 0.0)
         if now is not None and now != before and confidence >= policy.tau_for(now):
-            for annotation in machine:
-                project.tasks.delete_annotation(annotation.id)
-            task.annotations = [a for a in task.annotations if a not in machine]
-            project.tasks.set_data_fields(task, {REVOKED_KEY: f"round {report.round}: auto-label {before!r} "
-                                                 f"contradicted by {champion.version} ({now!r}, {confidence:.3f})"})
-            revoked += 1
+            revoked += revoke_machine_labels(project, task, f"round {report.round}: auto-label {before!r} contradicted "
+                                                            f"by {champion.version} ({now!r}, {confidence:.3f})")
     report.counts["revoked"] = report.counts.get("revoked", 0) + revoked
     if revoked:
         report.say(f"{revoked} auto-label(s) that {champion.version} confidently contradicts went back to review")
