@@ -22,9 +22,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-STRATEGIES = ("least_confidence", "margin", "entropy", "cluster", "random")
-
-
 # --- query strategies: probabilities (N x C) -> usefulness (N,), higher first ----------------------
 
 
@@ -47,26 +44,46 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
     return values / math.log(probabilities.shape[1]) if probabilities.shape[1] > 1 else values
 
 
+@dataclass(frozen=True)
+class QueryContext:
+    """What a strategy may use besides the probabilities: the tasks' clusters and a seed."""
+
+    cluster_ids: np.ndarray | None = None
+    cluster_confidence: Mapping[int, float] | None = None
+    seed: int = 0
+
+
+def least_confident_clusters_first(probabilities: np.ndarray, context: QueryContext) -> np.ndarray:
+    """The seed's rule: tasks of the least confident clusters first, the least confident task of a
+    cluster first within it."""
+    if context.cluster_ids is None or context.cluster_confidence is None:
+        raise ValueError("strategy 'cluster' needs cluster ids and cluster confidences")
+    weak = np.array([1.0 - context.cluster_confidence[int(c)] for c in context.cluster_ids])
+    return weak + 1e-3 * least_confidence(probabilities)
+
+
+def random_order(probabilities: np.ndarray, context: QueryContext) -> np.ndarray:
+    """The baseline: a seeded random order."""
+    return np.random.default_rng(context.seed).random(len(probabilities))
+
+
+#: Every query strategy by name: (probabilities, context) -> usefulness. New strategies go here.
+QUERY_STRATEGIES = {
+    "least_confidence": lambda probabilities, _context: least_confidence(probabilities),
+    "margin": lambda probabilities, _context: margin(probabilities),
+    "entropy": lambda probabilities, _context: entropy(probabilities),
+    "cluster": least_confident_clusters_first,
+    "random": random_order,
+}
+STRATEGIES = tuple(QUERY_STRATEGIES)
+
+
 def usefulness(strategy: str, probabilities: np.ndarray, cluster_ids: np.ndarray | None = None,
                cluster_confidence: Mapping[int, float] | None = None, *, seed: int = 0) -> np.ndarray:
     """Score of each task for ``strategy``; ties are broken by the caller on task id."""
-    if strategy == "least_confidence":
-        return least_confidence(probabilities)
-    if strategy == "margin":
-        return margin(probabilities)
-    if strategy == "entropy":
-        return entropy(probabilities)
-    if strategy == "cluster":
-        # The seed's rule: tasks of the least confident clusters first, the least confident task
-        # of a cluster first within it.
-        if cluster_ids is None or cluster_confidence is None:
-            raise ValueError("strategy 'cluster' needs cluster ids and cluster confidences")
-        own = least_confidence(probabilities)
-        weak = np.array([1.0 - cluster_confidence[int(c)] for c in cluster_ids])
-        return weak + 1e-3 * own
-    if strategy == "random":
-        return np.random.default_rng(seed).random(len(probabilities))
-    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy not in QUERY_STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    return QUERY_STRATEGIES[strategy](probabilities, QueryContext(cluster_ids, cluster_confidence, seed))
 
 
 # --- clusters -----------------------------------------------------------------------------------------
@@ -148,7 +165,7 @@ class PolicyConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in QUERY_STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         for name, value in [("tau", self.tau), ("cluster_confidence", self.cluster_confidence),
                             ("cluster_agreement", self.cluster_agreement), *self.class_tau.items()]:

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlproject.loop.policy import (
+    QUERY_STRATEGIES,
     STRATEGIES,
     PolicyConfig,
     cluster_embeddings,
@@ -36,6 +37,18 @@ def test_query_strategies_rank_the_uncertain_first():
         assert list(np.argsort(-scores)) == [0, 3, 1, 2], strategy.__name__
     assert entropy(probs)[0] == pytest.approx(1.0)
     assert margin(probs)[0] == pytest.approx(1.0) and margin(probs)[2] == pytest.approx(0.02)
+
+
+def test_a_strategy_added_to_the_table_is_what_the_round_ranks_by(monkeypatch):
+    # one table names every strategy: adding a function there is all a new strategy needs
+    monkeypatch.setitem(QUERY_STRATEGIES, "lowest_id_last", lambda probabilities, context: np.arange(len(probabilities)))
+    ids, probs, emb = two_blobs(n_per_blob=5)
+    unsure = probabilities_from_p_defect(np.full(10, 0.5), CLASSES)
+    plan = plan_round(ids, unsure, emb, CLASSES,
+                      PolicyConfig(n_clusters=2, human_budget=3, diversity=False, strategy="lowest_id_last"))
+    assert [r.task_id for r in plan.review] == [9, 8, 7]
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        PolicyConfig(strategy="no_such_strategy")
 
 
 def test_confident_clusters_are_auto_labelled_and_nothing_is_routed_when_all_are_sure():
