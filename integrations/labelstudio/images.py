@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urljoin
 
 import requests
 
+from integrations.labelstudio.auth import authorization_headers
+
 LOCAL_FILES_PREFIX = "/data/local-files"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 FETCH_THREADS = 4  # disk and HTTP reads overlap; decoding happens later, in the model
@@ -298,11 +300,10 @@ class ImageFetcher:
             client = self._client
         try:
             # The SDK refreshes the access token when it expires (thread-safe on its side).
-            headers = client._client_wrapper.get_headers()
+            return authorization_headers(client)
         except Exception as exc:
             raise ImageFetchError(f"could not get a Label Studio access token ({exc.__class__.__name__}); "
                                   "check LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY") from None
-        return {k: v for k, v in headers.items() if k.lower() == "authorization"}
 
 
 def fetch_all(fetcher: "ImageFetcher", urls: list, *, image_key: str = "image", task_ids: list | None = None,

@@ -15,6 +15,7 @@ from xml.sax.saxutils import quoteattr
 import requests
 from tqdm.auto import tqdm
 
+from integrations.labelstudio.auth import authorization_headers
 from integrations.labelstudio.server import LabelStudioError, load_settings
 
 IMAGE_PATTERN = r"(?i).*\.(png|jpe?g|bmp|tiff?)$"
@@ -163,8 +164,7 @@ def upload_images(connection: Connection, client, project_id: int, files: list[P
 
 def _auth_headers(connection: Connection, client) -> dict:
     """Headers for raw HTTP calls, using the SDK's current access token (PAT) or the legacy token."""
-    wrapper = client._client_wrapper
-    return {k: v for k, v in wrapper.get_headers().items() if k.lower() == "authorization"}
+    return authorization_headers(client)
 
 
 def ensure_ml_backend(client, project_id: int, url: str, *, title: str = BACKEND_TITLE,

@@ -17,6 +17,7 @@ from typing import Iterable
 import requests
 from tqdm.auto import tqdm
 
+from integrations.labelstudio.auth import authorization_headers
 from integrations.labelstudio.server import LabelStudioError
 
 PAGE_SIZE = 1000
@@ -98,8 +99,7 @@ class ProjectTasks:
 
     def _headers(self) -> dict:
         # The SDK refreshes a personal access token's short-lived access token when needed.
-        headers = self.client._client_wrapper.get_headers()
-        return {k: v for k, v in headers.items() if k.lower() == "authorization"}
+        return authorization_headers(self.client)
 
     def _get(self, path: str, params: dict, *, timeout: float = 300) -> object:
         for attempt in range(3):

@@ -1,0 +1,13 @@
+"""authorization_headers: only the credential header of the SDK client goes into raw calls."""
+
+from label_studio_sdk import LabelStudio
+
+from integrations.labelstudio.auth import authorization_headers
+
+
+def test_only_the_authorization_header_of_a_real_sdk_client_is_taken():
+    # a legacy token needs no server round trip to build its header (a personal access token would)
+    client = LabelStudio(base_url="http://127.0.0.1:1", api_key="0123456789abcdef0123456789abcdef01234567")
+    headers = authorization_headers(client)
+    assert list(headers) == ["Authorization"]
+    assert headers["Authorization"].endswith("0123456789abcdef0123456789abcdef01234567")
