@@ -234,7 +234,10 @@ def demo(
     loop_project = open_project(connection, title)
     # a short fine-tuning keeps the demo's retrain to about a minute on a CPU
     options = SyncOptions(model_name=model_name, retrain_after=retrain_after, holdout_share=0.3,
-                          policy=PolicyConfig(human_budget=budget), state_dir=_state_dir(),
+                          # At most an eighth of the pool per class auto-labelled a round: a tiny demo model
+                          # can be confident about nearly everything, and the story needs a review queue.
+                          policy=PolicyConfig(human_budget=budget, max_auto_per_class=max(1, pool // 8)),
+                          state_dir=_state_dir(),
                           train_params={"epochs": 8, "warmup_epochs": 4})
     client = loop_project.tasks.client
     for number in range(1, rounds + 1):
