@@ -14,7 +14,6 @@ from sklearn.metrics import accuracy_score, log_loss
 from integrations import mlflow_registry, mlflow_runs
 from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
-from mlproject.models.feature_transforms import DEFAULT_FEATURES
 from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
@@ -28,12 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option of this entry point; MLproject declares each as a parameter (a test checks it)."""
     parser = argparse.ArgumentParser(prog="svm", description=__doc__)
     common.add_training_arguments(parser)
-    parser.add_argument("--pooling", default=DEFAULT_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"],
-                        help="how each layer's map becomes a vector; stats = per-channel mean, std, max, min")
-    parser.add_argument("--feature-layers", default=",".join(DEFAULT_FEATURES.layers),
-                        help="comma-separated VGG16 layers whose pooled outputs are concatenated")
-    parser.add_argument("--log-features", type=common.str2bool, default=DEFAULT_FEATURES.log_features,
-                        help="sign(x) log(1 + |x|) of the features before standardising them")
+    common.add_feature_arguments(parser)
     parser.add_argument("--C", type=parse_C, default=AUTO, help="SVM regularisation, or 'auto' (searched)")
     parser.add_argument("--kernel", default=AUTO, choices=[AUTO, *KERNELS], help="SVM kernel, or 'auto' (searched)")
     parser.add_argument("--search-trials", type=common.integer, default=SvmSettings.search_trials,
@@ -70,7 +64,7 @@ def main(argv=None) -> None:
         import keras
 
         keras.utils.set_random_seed(args.seed)  # weights=none: the same random backbone for the same seed
-        layers = tuple(name.strip() for name in args.feature_layers.split(",") if name.strip())
+        layers = common.feature_layers(args.feature_layers)
         extractor = build_feature_extractor(args.weights, prepared.image_size, feature_layers=layers, pooling=args.pooling)
         features = {name: predict_in_batches(extractor, prepared.x[name], batch_size=args.batch_size,
                                              desc=f"VGG16 features ({name})")

@@ -120,6 +120,29 @@ class RegistrationSettings:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
+def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which pooled VGG16 features a variant reads (svm, frozen and finetune alike)."""
+    from mlproject.models.feature_transforms import DEFAULT_FEATURES
+
+    group = parser.add_argument_group("features")
+    group.add_argument("--pooling", default=DEFAULT_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"],
+                       help="how each layer's map becomes a vector; stats = per-channel mean, std, max, min")
+    # Kept as the comma-separated text it was given: it is logged as a run parameter, and retraining
+    # passes the logged value back as -P feature_layers=...
+    group.add_argument("--feature-layers", default=",".join(DEFAULT_FEATURES.layers),
+                       help="comma-separated VGG16 layers whose pooled outputs are concatenated")
+    group.add_argument("--log-features", type=str2bool, default=DEFAULT_FEATURES.log_features,
+                       help="sign(x) log(1 + |x|) of the features before standardising them")
+
+
+def feature_layers(text: str) -> tuple[str, ...]:
+    """``--feature-layers`` as layer names."""
+    layers = tuple(name.strip() for name in str(text).split(",") if name.strip())
+    if not layers:
+        raise ValueError("feature_layers must name at least one VGG16 layer, e.g. block3_pool,block4_pool,block5_pool")
+    return layers
+
+
 def synthetic_data_dir() -> Path:
     return Path(tempfile.gettempdir()) / "alloop-synthetic-dagm"
 

@@ -12,7 +12,6 @@ import numpy as np
 from integrations import mlflow_registry, mlflow_runs
 from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
-from mlproject.models.feature_transforms import DEFAULT_FEATURES
 from mlproject.models.variants import PRECISIONS, build_head_classifier
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
@@ -59,7 +58,7 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
 
         def build(compute):
             return build_head_classifier(args.weights, prepared.image_size, trainable_blocks=trainable_blocks,
-                                         feature_layers=tuple(args.feature_layers), pooling=args.pooling,
+                                         feature_layers=common.feature_layers(args.feature_layers), pooling=args.pooling,
                                          log_features=args.log_features, dense_units=args.dense_units,
                                          dropout=args.dropout, precision=compute)
 
@@ -106,20 +105,9 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         common.print_where_to_look(ref)
 
 
-def feature_layers_argument(value: str) -> list[str]:
-    layers = [name.strip() for name in str(value).split(",") if name.strip()]
-    if not layers:
-        raise ValueError("feature_layers must name at least one VGG16 layer, e.g. block3_pool,block4_pool,block5_pool")
-    return layers
-
-
 def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
+    common.add_feature_arguments(parser)
     group = parser.add_argument_group("head")
-    group.add_argument("--feature-layers", type=feature_layers_argument, default=list(DEFAULT_FEATURES.layers),
-                       help="comma-separated VGG16 layers whose pooled outputs the head reads")
-    group.add_argument("--pooling", default=DEFAULT_FEATURES.pooling, choices=["avg", "max", "avgmax", "stats"])
-    group.add_argument("--log-features", type=common.str2bool, default=DEFAULT_FEATURES.log_features,
-                       help="sign(x) log(1 + |x|) of the pooled features before standardising them")
     group.add_argument("--dense-units", type=common.integer, default=256)
     group.add_argument("--dropout", type=float, default=0.5)
     group.add_argument("--batch-size", type=common.integer, default=16)

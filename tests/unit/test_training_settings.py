@@ -40,3 +40,11 @@ def test_precision_auto_follows_the_cpu_and_a_given_one_is_kept(tmp_path):
     assert resolve_precision("float32", with_bf16) == ("float32", "given")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp8", with_bf16)
+
+
+@pytest.mark.parametrize("module", [svm, frozen, finetune], ids=["svm", "frozen", "finetune"])
+def test_the_logged_feature_layers_parse_back_as_retraining_passes_them(module):
+    # MLflow logs str(value); alloop sync's retraining passes that text back as -P feature_layers=...
+    logged = str(module.build_parser().parse_args([]).feature_layers)
+    again = module.build_parser().parse_args(["--feature-layers", logged])
+    assert common.feature_layers(again.feature_layers) == ("block3_pool", "block4_pool", "block5_pool")
