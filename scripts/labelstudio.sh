@@ -2,6 +2,7 @@
 # Run the local Label Studio server for alloop (own venv, 127.0.0.1, offline, local files).
 #   scripts/labelstudio.sh start [--port 8080] [--legacy-token] ...   install if needed, start, get a token
 #   scripts/labelstudio.sh stop | status | env | install
+# The same as `alloop labelstudio ...`, after setting up the project venv if it is missing.
 # Settings land in .alloop/labelstudio.json and .alloop/labelstudio.env ($ALLOOP_STATE_DIR overrides);
 # load them in a shell with: source .alloop/labelstudio.env
 set -euo pipefail
@@ -10,9 +11,5 @@ if [ $# -eq 0 ]; then
   echo "usage: scripts/labelstudio.sh start|stop|status|env|install [options]" >&2
   exit 2
 fi
-[ -x .venv/bin/python ] || scripts/setup.sh   # the project venv runs the manager (it has the SDK)
-ls_module=(.venv/bin/python -m integrations.labelstudio.server)
-if [ "$1" = start ] && [ ! -x "${ALLOOP_LS_VENV:-.venv-labelstudio}/bin/label-studio" ]; then
-  "${ls_module[@]}" install
-fi
-exec "${ls_module[@]}" "$@"
+[ -x .venv/bin/alloop ] || scripts/setup.sh   # the project venv runs the manager (it has the SDK)
+exec .venv/bin/alloop labelstudio "$@"

@@ -16,7 +16,7 @@ import requests
 from tqdm.auto import tqdm
 
 from integrations.labelstudio.auth import authorization_headers
-from integrations.labelstudio.server import LabelStudioError, load_settings
+from integrations.labelstudio.settings import LabelStudioError, load_settings
 
 IMAGE_PATTERN = r"(?i).*\.(png|jpe?g|bmp|tiff?)$"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

@@ -18,7 +18,7 @@ import requests
 from tqdm.auto import tqdm
 
 from integrations.labelstudio.auth import authorization_headers
-from integrations.labelstudio.server import LabelStudioError
+from integrations.labelstudio.settings import LabelStudioError
 
 PAGE_SIZE = 1000
 

@@ -4,7 +4,7 @@
 * ``loop``: ``sync``, ``status``, ``audit``, ``predict`` (the labelling rounds)
 * ``demo``: the whole story on synthetic data (the README's main job)
 * ``simulate``: ``simulate`` (the loop replayed offline with an oracle)
-* ``alloop labelstudio ...``: a local Label Studio server
+* ``labelstudio``: ``alloop labelstudio ...``, a local Label Studio server
 """
 
 from mlproject.cli._app import app
@@ -12,5 +12,6 @@ from mlproject.cli import project  # noqa: F401,E402  (registers commands)
 from mlproject.cli import loop  # noqa: F401,E402
 from mlproject.cli import demo  # noqa: F401,E402
 from mlproject.cli import simulate  # noqa: F401,E402  (registers commands)
+from mlproject.cli import labelstudio  # noqa: F401,E402
 
 __all__ = ["app"]

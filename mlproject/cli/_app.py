@@ -12,11 +12,8 @@ import typer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message=r".*(type hints|input example|input_example).*", category=UserWarning)
 
-from integrations.labelstudio.server import app as labelstudio_app
-
 app = typer.Typer(help="alloop: train, register, serve and keep improving defect classifiers.",
                   no_args_is_help=True, add_completion=False)
-app.add_typer(labelstudio_app, name="labelstudio", help="Install, start and stop a local Label Studio.")
 
 
 def fail(message: str) -> None:
@@ -49,3 +46,16 @@ def mlflow_errors():
         from integrations import mlflow_registry
 
         fail(mlflow_registry.one_line(exc))
+
+
+def require_champion(model_name: str):
+    """The champion's version reference, or the advice on making one, and exit 1."""
+    from integrations import mlflow_registry
+    from mlproject.serving.champion import no_champion_message
+
+    tracking()
+    with mlflow_errors():
+        ref = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
+    if ref is None:
+        fail(no_champion_message(model_name))
+    return ref

@@ -1,8 +1,13 @@
-"""The round policy's options: the same flags, defaults and checks in `alloop sync` and `alloop simulate`."""
+"""The round policy's options: the same flags and defaults in `alloop sync` and `alloop simulate`.
+
+The flags are parsed here; their values are checked by :class:`~mlproject.loop.policy.PolicyConfig`
+alone, whose errors :func:`option_error` words as the option that set the field.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Mapping
 
 import typer
 
@@ -17,16 +22,33 @@ MAX_AUTO = typer.Option("100", "--max-auto-per-class", help="auto-labels per cla
 DIVERSITY = typer.Option(True, "--diversity/--no-diversity", help="spread each round's review queue across clusters")
 DIVERSITY_POOL = typer.Option(3, "--diversity-pool", help="diversity picks among budget x this most useful tasks")
 
+#: The option that sets each PolicyConfig field (sync's --strategy and --budget included).
+POLICY_OPTIONS = {"tau": "--tau", "class_tau": "--class-tau", "cluster_confidence": "--cluster-confidence",
+                  "cluster_agreement": "--cluster-agreement", "n_clusters": "--clusters",
+                  "max_auto_per_class": "--max-auto-per-class", "diversity_pool": "--diversity-pool",
+                  "strategy": "--strategy", "human_budget": "--budget"}
 
-def per_class(value: str, what: str, cast, class_names: Sequence[str] | None = None) -> dict:
-    """``"defect=0.99,ok=0.95"`` -> {class: value}; with ``class_names``, only those classes."""
+_LEADING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def option_error(exc: Exception, options: Mapping[str, str]) -> str:
+    """A dataclass's ValueError, which starts with the field's name, with that name replaced by the
+    option that set it (``tau must be ...`` -> ``--tau must be ...``); other messages as they are."""
+    message = str(exc)
+    name = _LEADING_NAME.match(message)
+    if name and name.group() in options:
+        return options[name.group()] + message[name.end():]
+    return message
+
+
+def per_class(value: str, what: str, cast) -> dict:
+    """``"defect=0.99,ok=0.95"`` -> {class: value}."""
     result = {}
     for item in (part.strip() for part in value.split(",") if part.strip()):
         name, sep, number = item.partition("=")
         name = name.strip()
-        if not sep or not name or (class_names is not None and name not in class_names):
-            allowed = f" with CLASS one of {', '.join(class_names)}" if class_names is not None else ""
-            fail(f"--{what} takes CLASS=VALUE pairs{allowed}; got {item!r}")
+        if not sep or not name:
+            fail(f"--{what} takes CLASS=VALUE pairs; got {item!r}")
         if name in result:
             fail(f"--{what} names class {name!r} twice")
         try:
@@ -36,34 +58,23 @@ def per_class(value: str, what: str, cast, class_names: Sequence[str] | None = N
     return result
 
 
-def caps(value: str, class_names: Sequence[str] | None = None):
+def caps(value: str):
     """``--max-auto-per-class 100`` (every class) or ``ok=100,defect=10``."""
     try:
-        cap = int(value)
+        return int(value)
     except ValueError:
-        return per_class(value, "max-auto-per-class", int, class_names)
-    if cap < 0:
-        fail(f"--max-auto-per-class must be >= 0, got {cap}")
-    return cap
+        return per_class(value, "max-auto-per-class", int)
 
 
 def policy_config(*, tau: float, class_tau: str, cluster_confidence: float, cluster_agreement: float,
-                  clusters: int, max_auto_per_class: str, diversity: bool, diversity_pool: int,
-                  class_names: Sequence[str] | None = None, **rest):
+                  clusters: int, max_auto_per_class: str, diversity: bool, diversity_pool: int, **rest):
     """A :class:`PolicyConfig` from the shared flags (``rest``: strategy, budget, auto_label, ...)."""
     from mlproject.loop.policy import PolicyConfig
 
-    thresholds = per_class(class_tau, "class-tau", float, class_names)
-    for name, number in (("tau", tau), ("cluster-confidence", cluster_confidence),
-                         ("cluster-agreement", cluster_agreement), *((f"class-tau {k}", v) for k, v in thresholds.items())):
-        if not 0.0 <= number <= 1.0:
-            fail(f"--{name} must be between 0 and 1, got {number}")
-    if clusters < 0 or diversity_pool < 1:
-        fail(f"--clusters must be >= 0 (0 = automatic) and --diversity-pool >= 1; got {clusters}, {diversity_pool}")
     try:
-        return PolicyConfig(tau=tau, class_tau=thresholds, cluster_confidence=cluster_confidence,
-                            cluster_agreement=cluster_agreement, n_clusters=clusters or None,
-                            max_auto_per_class=caps(max_auto_per_class, class_names), diversity=diversity,
-                            diversity_pool=diversity_pool, **rest)
+        return PolicyConfig(tau=tau, class_tau=per_class(class_tau, "class-tau", float),
+                            cluster_confidence=cluster_confidence, cluster_agreement=cluster_agreement,
+                            n_clusters=clusters or None, max_auto_per_class=caps(max_auto_per_class),
+                            diversity=diversity, diversity_pool=diversity_pool, **rest)
     except ValueError as exc:
-        fail(str(exc))
+        fail(option_error(exc, POLICY_OPTIONS))

@@ -9,15 +9,11 @@ queue, until a retrain is triggered and judged. ``alloop demo --stop`` stops wha
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
 import typer
 
 from mlproject.cli._app import app, fail
@@ -25,86 +21,41 @@ from mlproject.cli._app import app, fail
 SERVICES_FILE = "demo-services.json"
 
 
-def _services_path() -> Path:
-    from integrations.labelstudio.server import state_dir
+def _services():
+    from integrations.processes import ServiceRecord
+    from mlproject.state import state_dir
 
-    return state_dir() / SERVICES_FILE
-
-
-def _record(name: str, info: dict) -> None:
-    path = _services_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    services = json.loads(path.read_text()) if path.exists() else {}
-    services[name] = info
-    path.write_text(json.dumps(services, indent=2))
-
-
-def _wait_http(url: str, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            fail(f"{what} exited with code {process.returncode}; end of its log {log}:\n{tail}")
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    fail(f"{what} did not answer {url} within {timeout:.0f} s; see {log}")
+    return ServiceRecord(state_dir() / SERVICES_FILE)
 
 
 def _spawn(name: str, command: list[str], env: dict, port: int, health_path: str, timeout: float = 180) -> int:
-    from integrations.labelstudio.server import port_in_use, state_dir
+    from integrations import processes
+    from mlproject.state import state_dir
 
-    log = state_dir() / f"demo-{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    health_url = f"http://127.0.0.1:{port}{health_path}"
-    if port_in_use(port):
+    if processes.port_in_use(port):
         fail(f"port {port} is taken (needed for the {name}); stop what runs there (`alloop demo --stop` if it is an "
              f"earlier demo) or pick another port")
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    _record(name, {"pid": process.pid, "url": f"http://127.0.0.1:{port}", "log": str(log),
-                   "marker": " ".join(command[1:3])})
-    _wait_http(health_url, timeout, name, process, log)
-    return process.pid
-
-
-def _runs(pid: int, marker: str) -> bool:
-    """Is ``pid`` alive and still the process we started (not a recycled pid)?"""
+    log = state_dir() / f"demo-{name}.log"
+    pid = processes.spawn(command, log=log, env=env)
+    _services().add(name, pid=pid, url=f"http://127.0.0.1:{port}", log=str(log), marker=" ".join(command[1:3]))
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z" and marker in cmdline
+        processes.wait_http(f"http://127.0.0.1:{port}{health_path}", timeout=timeout, pid=pid, log=log, what=name)
+    except processes.WaitFailed as exc:
+        fail(str(exc))
+    return pid
 
 
 def _stop_services() -> list[str]:
     from integrations.labelstudio.server import stop as stop_label_studio
-    from integrations.labelstudio.server import terminate
 
-    path = _services_path()
-    services = json.loads(path.read_text()) if path.exists() else {}
-    done = []
-    for name, info in services.items():
-        if name == "label-studio":
-            done.append(f"label-studio: {stop_label_studio()}")
-            continue
-        if not _runs(info["pid"], info.get("marker", "")):
-            done.append(f"{name} (pid {info['pid']}): not running")
-            continue
-        done.append(f"{name} (pid {info['pid']}): {terminate(info['pid'])}")
-    path.unlink(missing_ok=True)
-    return done
+    return _services().stop_all({"label-studio": stop_label_studio})
 
 
 def _label_studio(port: int):
     """The Label Studio named by LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY if it answers, else a local one."""
     from integrations.labelstudio.project import connection_from_env
-    from integrations.labelstudio.server import LabelStudioError, install, is_healthy, label_studio_executable, start
+    from integrations.labelstudio.server import install, is_healthy, start
+    from integrations.labelstudio.settings import LabelStudioError, label_studio_executable
 
     try:
         connection = connection_from_env()
@@ -113,9 +64,9 @@ def _label_studio(port: int):
     except LabelStudioError:
         pass
     if not label_studio_executable().exists():
-        install()
-    settings = start(port=port, timeout=900)
-    _record("label-studio", {"url": settings.url})
+        install(say=typer.echo)
+    settings = start(port=port, timeout=900, say=typer.echo)
+    _services().add("label-studio", url=settings.url)
     return connection_from_env(settings.url, settings.api_key, settings.document_root), True
 
 
@@ -187,7 +138,9 @@ def demo(
     from mlproject.cli.project import init as init_command
     from mlproject.loop.policy import PolicyConfig
     from mlproject.cli.loop import print_round
-    from mlproject.loop.sync import SyncOptions, open_project, run_round
+    from mlproject.loop.options import SyncOptions
+    from mlproject.loop.project import open_project
+    from mlproject.loop.sync import run_round
 
     uri = mlflow_registry.configure_tracking()
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -215,7 +168,7 @@ def demo(
 
     typer.secho("\n[4/6] The ML backend serving the champion", bold=True)
     backend_url = f"http://127.0.0.1:{backend_port}"
-    _spawn("backend", [sys.executable, "-m", "integrations.labelstudio.backend", "--host", "127.0.0.1", "--port",
+    _spawn("backend", [sys.executable, "-m", "mlproject.serving.server", "--host", "127.0.0.1", "--port",
                        str(backend_port), "--model-name", model_name, "--refresh-seconds", "5"],
            {**env, "LABEL_STUDIO_URL": connection.url, "LABEL_STUDIO_API_KEY": connection.api_key,
             "LOCAL_FILES_DOCUMENT_ROOT": connection.document_root or ""}, backend_port, "/health", timeout=300)
@@ -262,12 +215,12 @@ def demo(
 
 
 def _state_dir() -> Path:
-    from integrations.labelstudio.server import state_dir
+    from mlproject.state import state_dir
 
     return state_dir()
 
 
 def _settings_file() -> Path:
-    from integrations.labelstudio.server import default_settings_path
+    from integrations.labelstudio.settings import default_settings_path
 
     return default_settings_path()

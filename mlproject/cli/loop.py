@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mlproject.cli._app import app, fail, mlflow_errors, tracking
+from mlproject.cli._app import app, fail, mlflow_errors, require_champion, tracking
 from mlproject.cli._policy import (
     CLASS_TAU,
     CLUSTER_AGREEMENT,
@@ -34,27 +34,14 @@ def _key_values(items: list[str], what: str) -> dict[str, str]:
 
 
 def _state_dir(value: Path | None) -> Path:
-    from integrations.labelstudio.server import state_dir
+    from mlproject.state import state_dir
 
     return Path(value) if value else state_dir()
 
 
-def _require_champion(model_name: str):
-    from integrations import mlflow_registry
-
-    tracking()
-    with mlflow_errors():
-        ref = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
-    if ref is None:
-        fail(f"registered model {model_name!r} has no champion in {mlflow_registry.mlflow.get_tracking_uri()}: "
-             "train one (`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`), or check "
-             "MLFLOW_TRACKING_URI / --model-name")
-    return ref
-
-
 def _open(project: str, url, api_key, document_root, from_name):
     from integrations.labelstudio.project import connection_from_env
-    from mlproject.loop.sync import open_project
+    from mlproject.loop.project import open_project
 
     tracking()
     return open_project(connection_from_env(url, api_key, document_root), project, from_name=from_name)
@@ -109,9 +96,10 @@ def sync(
     state_dir: Path = STATE,
 ):
     """One round: predict, auto-label the sure, queue the unsure for people, retrain and promote when due."""
-    from integrations.labelstudio.server import LabelStudioError
+    from integrations.labelstudio.settings import LabelStudioError
     from mlproject.loop.round_lock import RoundLockError
-    from mlproject.loop.sync import SyncError, SyncOptions, run_round
+    from mlproject.loop.options import SyncOptions
+    from mlproject.loop.sync import SyncError, run_round
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     policy = policy_config(tau=tau, class_tau=class_tau, cluster_confidence=cluster_confidence,
@@ -127,7 +115,7 @@ def sync(
                               wait_s=wait, lease_s=lease_seconds, repair_duplicates=repair_duplicates)
     except ValueError as exc:
         fail(str(exc))
-    _require_champion(model_name)
+    require_champion(model_name)
     try:
         with mlflow_errors():
             loop_project = _open(project, url, api_key, document_root, from_name)
@@ -167,24 +155,18 @@ def predict(
     batch_size: int = typer.Option(32, help="images per model call"),
 ):
     """Make sure every task has a prediction from the current champion (pages through the project)."""
-    from integrations.labelstudio.project import set_model_version
-    from integrations.labelstudio.server import LabelStudioError
-    from mlproject.loop.embeddings import EmbeddingCache, cache_path
-    from mlproject.loop.sync import SyncError, load_champion, score_tasks
+    from integrations.labelstudio.settings import LabelStudioError
+    from mlproject.loop.sync import SyncError, predict_project
 
-    ref = _require_champion(model_name)
+    ref = require_champion(model_name)
     try:
         with mlflow_errors():
             loop_project = _open(project, url, api_key, document_root, from_name)
-            champion = load_champion(ref, loop_project.target)
-            tasks = loop_project.tasks.read()
-            cache = EmbeddingCache(cache_path(_state_dir(state_dir), champion.version, loop_project.key))
-            written, errors = score_tasks(loop_project, champion, tasks, need_embedding={t.id for t in tasks
-                                                                                         if not t.annotations},
-                                          cache=cache, batch_size=batch_size, progress=True)
-            state = set_model_version(loop_project.tasks.client, loop_project.tasks.project_id, champion.version)
+            done = predict_project(loop_project, ref, state_dir=_state_dir(state_dir), batch_size=batch_size)
     except (LabelStudioError, SyncError) as exc:
         fail(str(exc))
+    tasks, written, errors, state = done.tasks, done.written, done.errors, done.model_version_state
+    champion = done.champion
     typer.echo(f"{len(tasks)} tasks: {written} new predictions from {champion.version}, "
                f"{len(tasks) - written - len(errors)} already had one, {len(errors)} unreadable"
                + "".join(f"\n  task {t}: {e}" for t, e in sorted(errors.items())[:20]))
@@ -197,7 +179,7 @@ def status(
     document_root: str = DOCROOT, from_name: str = FROM_NAME,
 ):
     """The rounds so far, the champion, label counts by source, and anything written twice."""
-    from integrations.labelstudio.server import LabelStudioError
+    from integrations.labelstudio.settings import LabelStudioError
 
     try:
         with mlflow_errors():
@@ -214,7 +196,7 @@ def _print_status(loop_project, tasks, model_name: str) -> None:
     from integrations import mlflow_lock, mlflow_registry, mlflow_rounds
     from mlproject.loop import round_lock
     from mlproject.loop.duplicates import find_duplicates
-    from mlproject.loop.sync import AUDIT_KEY, RANK_KEY, REVOKED_KEY
+    from mlproject.loop.labels import AUDIT_KEY, RANK_KEY, REVOKED_KEY
 
     runs = mlflow_rounds.round_runs(loop_project.key)
     typer.secho(f"Project {loop_project.tasks.project_id} at {loop_project.tasks.url} ({loop_project.key})", bold=True)
@@ -270,11 +252,11 @@ def audit(
     url: str = URL, api_key: str = API_KEY, document_root: str = DOCROOT, from_name: str = FROM_NAME,
 ):
     """Sample auto-labels into the 'Audit' view; from the audited ones, report precision and react."""
-    from integrations.labelstudio.server import LabelStudioError
+    from integrations.labelstudio.settings import LabelStudioError
     from mlproject.loop.audit import run_audit
     from mlproject.loop.round_lock import RoundLockError
     from mlproject.loop.policy import PolicyConfig
-    from mlproject.loop.sync import SyncOptions
+    from mlproject.loop.options import SyncOptions
 
     if not 0 < target <= 1:
         fail(f"--target must be in (0, 1], got {target}")

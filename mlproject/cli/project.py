@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mlproject.cli._app import app, fail, mlflow_errors, tracking
+from mlproject.cli._app import app, fail, require_champion
 
 
 @app.command()
@@ -25,17 +25,10 @@ def init(
     upload: bool = typer.Option(False, help="upload the images even when the server could read them from disk"),
 ):
     """Create (or find) the Label Studio project, import images, connect the backend, add views and the bot user."""
-    from integrations import mlflow_registry
     from integrations.labelstudio import project as lsp
-    from integrations.labelstudio.server import LabelStudioError
+    from integrations.labelstudio.settings import LabelStudioError
 
-    tracking()
-    with mlflow_errors():
-        champion = mlflow_registry.resolve(model_name, mlflow_registry.CHAMPION)
-    if champion is None:
-        fail(f"registered model {model_name!r} has no champion in {mlflow_registry.mlflow.get_tracking_uri()}. "
-              "Train one (`mlflow run . -e finetune`) and promote it (`mlflow run . -e promote`), "
-              "or check MLFLOW_TRACKING_URI / --model-name.")
+    champion = require_champion(model_name)
     choices = [c.strip() for c in labels.split(",") if c.strip()]
     if len(choices) < 2:
         fail("--labels needs at least two comma-separated choices, e.g. defect,ok")
@@ -100,8 +93,8 @@ def serve(
     `alloop labelstudio start`) let it fetch uploaded images; basic auth: ALLOOP_BACKEND_BASIC_AUTH_USER
     and ALLOOP_BACKEND_BASIC_AUTH_PASSWORD.
     """
-    from integrations.labelstudio.backend import main as backend_main
-    from integrations.labelstudio.server import load_settings
+    from mlproject.serving.server import main as backend_main
+    from integrations.labelstudio.settings import load_settings
 
     saved = load_settings()
     if saved is not None:  # the local server's connection, unless the environment says otherwise

@@ -7,8 +7,8 @@ import argparse
 import mlflow
 
 from integrations import mlflow_registry, mlflow_runs
+from mlproject.entrypoints._evaluation import add_eval_data_arguments, evaluate_version, log_eval_data, select_records
 from mlproject.training import common
-from mlproject.training.evaluation_run import add_eval_data_arguments, evaluate_version, log_eval_data, select_records
 
 
 def build_parser() -> argparse.ArgumentParser:

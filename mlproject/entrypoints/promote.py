@@ -7,15 +7,15 @@ import argparse
 import mlflow
 
 from integrations import mlflow_registry, mlflow_runs
-from mlproject.registry.promotion import decide_promotion
-from mlproject.training import common
-from mlproject.training.evaluation_run import (
+from mlproject.entrypoints._evaluation import (
     add_eval_data_arguments,
     evaluate_version,
     log_eval_data,
     select_records,
     write_json_artifact,
 )
+from mlproject.registry.promotion import decide_promotion
+from mlproject.training import common
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from integrations import mlflow_rounds
 from mlproject.loop import round_lock
 from mlproject.loop.policy import AuditVerdict, judge_audit
-from mlproject.loop.sync import AUDIT_KEY, LoopProject, SyncOptions, effective_policy, revoke_machine_labels
+from mlproject.loop.labels import AUDIT_KEY
+from mlproject.loop.options import SyncOptions, effective_policy
+from mlproject.loop.project import LoopProject
+from mlproject.loop.revoke import revoke_machine_labels
 
 
 @dataclass

@@ -164,17 +164,34 @@ class PolicyConfig:
     diversity_pool: int = 3  # diversity picks among the budget x this most useful tasks
     seed: int = 0
 
+    # Each message starts with the field's name, so a command can swap in the option that set it.
     def __post_init__(self):
         if self.strategy not in QUERY_STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         for name, value in [("tau", self.tau), ("cluster_confidence", self.cluster_confidence),
-                            ("cluster_agreement", self.cluster_agreement), *self.class_tau.items()]:
+                            ("cluster_agreement", self.cluster_agreement),
+                            *((f"class_tau {k}", v) for k, v in self.class_tau.items())]:
             if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"threshold {name} must be between 0 and 1, got {value}")
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.n_clusters is not None and self.n_clusters < 0:
+            raise ValueError(f"n_clusters must be >= 0 (0: automatic), got {self.n_clusters}")
+        caps = self.max_auto_per_class
+        for class_name, cap in caps.items() if isinstance(caps, Mapping) else [("", caps)]:
+            if cap < 0:
+                raise ValueError(f"max_auto_per_class{f' {class_name}' if class_name else ''} must be >= 0, got {cap}")
         if self.human_budget < 0:
             raise ValueError(f"human_budget must be >= 0, got {self.human_budget}")
         if self.diversity_pool < 1:
             raise ValueError(f"diversity_pool must be >= 1, got {self.diversity_pool}")
+
+    def check_class_names(self, class_names: Sequence[str]) -> None:
+        """Refuse per-class settings for a class not in ``class_names``: its setting would never apply."""
+        caps = self.max_auto_per_class if isinstance(self.max_auto_per_class, Mapping) else {}
+        for name, settings in (("class_tau", self.class_tau), ("max_auto_per_class", caps)):
+            for class_name, value in settings.items():
+                if class_name not in class_names:
+                    raise ValueError(f"{name} takes CLASS=VALUE pairs with CLASS one of {', '.join(class_names)}; "
+                                     f"got {f'{class_name}={value}'!r}")
 
     def tau_for(self, class_name: str) -> float:
         return float(self.class_tau.get(class_name, self.tau))

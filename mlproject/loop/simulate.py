@@ -34,21 +34,32 @@ class SimulationConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     initial_labels: int = 10  # the first, random batch a person labels
     budget: int = 10  # human labels per round
-    max_human: int | None = None  # stop after this many human labels (None: the whole pool)
+    max_human: int | None = None  # stop after this many human labels (None or 0: the whole pool)
     test_fraction: float = 0.2
     split_seed: int = 0
     log_features: bool = False  # fast variant input: log(1 + features) first (ReLU statistics are skewed)
     pca_dims: int = 0  # fast variant input: standardised, whitened PCA to this many dims (0: the features as they are)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
+    # Each message starts with the field's name, so a command can swap in the option that set it.
     def __post_init__(self):
         unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if unknown:
-            raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        if unknown or not self.strategies:
+            raise ValueError(f"strategies: {'unknown ' + ', '.join(unknown) if unknown else 'none given'}; "
+                             f"choose from {', '.join(STRATEGIES)}")
+        if not self.auto_label_modes:
+            raise ValueError("auto_label_modes must hold False (without auto-labels), True (with) or both")
         if not self.seeds:
-            raise ValueError("at least one seed is needed")
-        if self.budget < 1 or self.initial_labels < 2:
-            raise ValueError(f"budget must be >= 1 and initial_labels >= 2, got {self.budget}, {self.initial_labels}")
+            raise ValueError("seeds must hold at least one seed")
+        if self.budget < 1:
+            raise ValueError(f"budget must be >= 1 human label per round, got {self.budget}")
+        if self.initial_labels < 2:
+            raise ValueError(f"initial_labels must be >= 2 (the classifier needs both classes), "
+                             f"got {self.initial_labels}")
+        if self.max_human is not None and self.max_human < 0:
+            raise ValueError(f"max_human must be >= 0 (0: the whole pool), got {self.max_human}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {self.test_fraction}")
         if self.pca_dims < 0:
             raise ValueError(f"pca_dims must be >= 0 (0 = no PCA), got {self.pca_dims}")
 

@@ -21,7 +21,8 @@ from mlproject.data.split import Split, stratified_split
 from mlproject.data.sizing import AUTO, AUTO_MAX_SIZE, parse_image_size, resolve_image_size
 from mlproject.data.synthetic import generate_synthetic_dagm
 from mlproject.evaluation.threshold import parse_threshold
-from mlproject.evaluation.report import build_report, plot_training_curves, write_report_files
+from mlproject.evaluation.plots import plot_training_curves
+from mlproject.evaluation.report import build_report, write_report_files
 from mlproject.models.backbone import describe_weights
 
 log = logging.getLogger("alloop")

@@ -22,15 +22,9 @@ from typing import Iterator, Optional
 
 import pytest
 
-from integrations.labelstudio.server import (
-    LabelStudioSettings,
-    default_settings_path,
-    free_port,
-    install,
-    label_studio_executable,
-    start,
-    stop,
-)
+from integrations.labelstudio.server import install, start, stop
+from integrations.labelstudio.settings import LabelStudioSettings, default_settings_path, label_studio_executable
+from integrations.processes import free_port
 
 # A 2-core CI machine busy with TensorFlow can take well over the usual 50 s to migrate.
 START_TIMEOUT_S = 600

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 
-from integrations.labelstudio.server import free_port
+from integrations.processes import free_port
 from tests.integration.conftest import register_tiny
 from tests.integration.test_backend_server import CONFIG, backend_process, mlflow_store, sample_images
 
@@ -190,7 +190,7 @@ def test_projects_not_on_the_configured_server_are_never_written(labelstudio, st
 def test_refuses_to_serve_the_network_without_auth(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLOOP_BACKEND_")}
-    command = [sys.executable, "-m", "integrations.labelstudio.backend", "--host", "0.0.0.0", "--port", str(port),
+    command = [sys.executable, "-m", "mlproject.serving.server", "--host", "0.0.0.0", "--port", str(port),
                "--model-name", "anything"]
     done = subprocess.run(command, cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"},
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)

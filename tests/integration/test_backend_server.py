@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from integrations.labelstudio.server import free_port
+from integrations.processes import free_port
 from tests.integration.conftest import register_tiny
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ class Backend:
 @contextlib.contextmanager
 def backend_process(workdir: Path, model_name: str, *, tracking_uri: str, env: dict | None = None,
                     auth: tuple[str, str] | None = None, refresh_seconds: float = 1.0) -> Iterator[Backend]:
-    """``python -m integrations.labelstudio.backend`` on a free port; stopped (and reaped) afterwards."""
+    """``python -m mlproject.serving.server`` on a free port; stopped (and reaped) afterwards."""
     port = free_port()
     log = workdir / f"backend-{port}.log"
     child_env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "ALLOOP_REFRESH_SECONDS": str(refresh_seconds),
@@ -75,7 +75,7 @@ def backend_process(workdir: Path, model_name: str, *, tracking_uri: str, env: d
         child_env["ALLOOP_BACKEND_BASIC_AUTH_USER"], child_env["ALLOOP_BACKEND_BASIC_AUTH_PASSWORD"] = auth
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "integrations.labelstudio.backend", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "mlproject.serving.server", "--host", "127.0.0.1", "--port", str(port),
              "--model-name", model_name],
             cwd=workdir, env=child_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     backend = Backend(f"http://127.0.0.1:{port}", log, process, auth)
@@ -173,7 +173,7 @@ def test_without_a_champion_health_is_up_and_predictions_are_empty(empty_backend
     assert health.status_code == 200
     body = health.json()
     assert body["status"] == "UP" and body["model_class"] == "alloop" and body["champion"] is None
-    assert "'never-registered' has no 'champion' alias" in body["message"] and "Traceback" not in body["message"]
+    assert "'never-registered' has no champion" in body["message"] and "-e promote" in body["message"] and "Traceback" not in body["message"]
     assert empty_backend.post("/setup", json={"project": "1.1", "schema": CONFIG}).json() == \
         {"model_version": "no-champion"}
     results = empty_backend.post("/predict", json={"tasks": [local_task(1, "img0.png"), local_task(2, "img1.png")],
@@ -228,7 +228,7 @@ def test_predict_a_batch_in_order_with_a_broken_image(backend, docroot):
     log = backend.log_text()
     assert "task 103: image not decoded" in log
     assert "task 105: image not read" in log and "outside" in log
-    assert "predict: 4 image(s) through" in log  # one model call for the batch (the escape was never read)
+    assert " 4 image(s) through" in log  # one model call for the batch (the escape was never read)
 
 
 def test_follows_the_champion_alias(backend, workdir, synthetic_data, docroot):

@@ -10,7 +10,7 @@ import requests
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from integrations.labelstudio.server import free_port
+from integrations.processes import free_port
 from mlproject.cli import app
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,8 @@ import requests
 from typer.testing import CliRunner
 
 from integrations.labelstudio import server
-from integrations.labelstudio.server import LabelStudioError, LabelStudioSettings
+from integrations.labelstudio.settings import LabelStudioError, LabelStudioSettings
+from mlproject.cli import app
 from tests.integration.labelstudio_fixture import labelstudio, labelstudio_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -45,8 +46,8 @@ def test_settings_and_env_files_are_private_and_complete(labelstudio):
     assert os.environ["LABEL_STUDIO_API_KEY"] == labelstudio.api_key
 
     cli = CliRunner()
-    assert cli.invoke(server.app, ["env"]).output == env_text
-    status = cli.invoke(server.app, ["status"])
+    assert cli.invoke(app, ["labelstudio", "env"]).output == env_text
+    status = cli.invoke(app, ["labelstudio", "status"])
     assert status.exit_code == 0, status.output
     assert "healthy        True" in status.output
 

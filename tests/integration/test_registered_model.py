@@ -148,7 +148,7 @@ def test_evaluation_names_every_unscorable_image_and_the_project_parameter_to_sk
     from mlproject.data.images import BadImagesError
     from mlproject.data.loaders import load_dataset
     from mlproject.data.records import OK, LabeledImage
-    from mlproject.training.evaluation_run import evaluate_version
+    from mlproject.entrypoints._evaluation import evaluate_version
 
     ref = tiny_champion(name="evaluate-bad")
     broken = [tmp_path / "broken-a.png", tmp_path / "broken-b.png"]

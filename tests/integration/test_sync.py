@@ -108,7 +108,8 @@ def latest_round(title_key):
 def test_two_rounds_give_the_expected_counts_and_a_rerun_adds_nothing(labelstudio, tiny_champion, synthetic_data,
                                                                        tmp_path):
     from integrations import mlflow_rounds
-    from mlproject.loop.sync import RANK_KEY, project_key
+    from mlproject.loop.labels import RANK_KEY
+    from mlproject.loop.project import project_key
 
     champion = tiny_champion()
     title, truth = make_project(labelstudio, synthetic_data, 30, "two-rounds")
@@ -173,7 +174,10 @@ def test_a_round_killed_midway_then_rerun_ends_like_an_uninterrupted_one(crash_a
                                                                          synthetic_data, tmp_path):
     from integrations.labelstudio.project import connection_from_env
     from mlproject.loop.policy import PolicyConfig
-    from mlproject.loop.sync import RANK_KEY, SyncOptions, open_project, run_round
+    from mlproject.loop.labels import RANK_KEY
+    from mlproject.loop.options import SyncOptions
+    from mlproject.loop.project import open_project
+    from mlproject.loop.sync import run_round
 
     tiny_champion()
     ls = ls_client(labelstudio)
@@ -210,7 +214,7 @@ def test_a_round_killed_midway_then_rerun_ends_like_an_uninterrupted_one(crash_a
 
 def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, tiny_champion, tmp_path):
     from integrations import mlflow_registry
-    from mlproject.loop.sync import project_key
+    from mlproject.loop.project import project_key
 
     from mlproject.data.synthetic import generate_synthetic_dagm
 
@@ -245,7 +249,9 @@ def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, 
     # the better one: killed right after training, before it is judged; the next sync judges that
     # same version (no second training) and promotes it
     from integrations.labelstudio.project import connection_from_env
-    from mlproject.loop.sync import SyncOptions, open_project, run_round
+    from mlproject.loop.options import SyncOptions
+    from mlproject.loop.project import open_project
+    from mlproject.loop.sync import run_round
 
     def kill_after_training(step, info):
         if step == "trained":
@@ -282,7 +288,7 @@ def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, 
 def test_a_new_champion_sends_contradicted_auto_labels_back_to_review(labelstudio, tiny_champion, synthetic_data,
                                                                       tmp_path):
     from integrations import mlflow_registry
-    from mlproject.loop.sync import RANK_KEY, REVOKED_KEY
+    from mlproject.loop.labels import RANK_KEY, REVOKED_KEY
 
     tiny_champion()
     title, _ = make_project(labelstudio, synthetic_data, 24, "revoke")
@@ -309,7 +315,8 @@ def test_a_new_champion_sends_contradicted_auto_labels_back_to_review(labelstudi
 def test_audit_measures_precision_raises_tau_and_revokes_the_round(labelstudio, tiny_champion, synthetic_data,
                                                                    tmp_path):
     from integrations import mlflow_rounds
-    from mlproject.loop.sync import AUDIT_KEY, REVOKED_KEY, project_key
+    from mlproject.loop.labels import AUDIT_KEY, REVOKED_KEY
+    from mlproject.loop.project import project_key
 
     tiny_champion()
     title, _ = make_project(labelstudio, synthetic_data, 24, "audit")

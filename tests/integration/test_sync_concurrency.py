@@ -27,7 +27,7 @@ ALLOOP = str(Path(sys.executable).parent / "alloop")
 
 
 def key_of(labelstudio, title) -> str:
-    from mlproject.loop.sync import project_key
+    from mlproject.loop.project import project_key
 
     return project_key(labelstudio.url, project_id(ls_client(labelstudio), title))
 
@@ -101,7 +101,9 @@ def test_a_sync_started_during_a_round_is_refused_and_with_wait_runs_after_it(la
     from integrations.labelstudio.project import connection_from_env
     from mlproject.loop.policy import PolicyConfig
     from mlproject.loop.round_lock import RoundBusy
-    from mlproject.loop.sync import SyncOptions, open_project, run_round
+    from mlproject.loop.options import SyncOptions
+    from mlproject.loop.project import open_project
+    from mlproject.loop.sync import run_round
 
     tiny_champion()
     title, _ = make_project(labelstudio, synthetic_data, 12, "wait")
@@ -217,7 +219,9 @@ def test_a_round_whose_lock_was_taken_over_stops_before_writing_labels(labelstud
     from integrations.labelstudio.project import connection_from_env
     from mlproject.loop.policy import PolicyConfig
     from mlproject.loop.round_lock import Holder, LockLost, lock_name
-    from mlproject.loop.sync import SyncOptions, open_project, run_round
+    from mlproject.loop.options import SyncOptions
+    from mlproject.loop.project import open_project
+    from mlproject.loop.sync import run_round
 
     tiny_champion()
     title, _ = make_project(labelstudio, synthetic_data, 12, "lost")

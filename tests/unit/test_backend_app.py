@@ -9,45 +9,41 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from integrations.labelstudio.backend import (
-    BackendSettings,
-    Champion,
-    ChampionHolder,
-    create_app,
-    parse_label_map,
-)
 from integrations.mlflow_registry import VersionRef
+from mlproject.data.decode import BadImageError
+from mlproject.serving.app import create_app
+from mlproject.serving.champion import Champion
+from mlproject.serving.holder import ChampionHolder
+from mlproject.serving.settings import BackendSettings, parse_label_map
 
 CONFIG = """<View><Image name="img" value="$image"/>
 <Choices name="verdict" toName="img"><Choice value="Good"/><Choice value="Defective"/></Choices></View>"""
 
 
 class FakeModel:
-    """p_defect is the number written in the image file; 'broken' files do not decode."""
+    """Stands in for the registered TensorFlow model (this file tests the protocol and the champion
+    swaps, which need models that answer instantly and on cue): p_defect is the number written in
+    the image file; 'broken' files do not decode."""
 
     def __init__(self, version):
         self.version = version
         self.calls = []
         self.frames = []
-        self.release = None  # an Event: predict waits for it (to hold a request in flight)
+        self.release = None  # an Event: scoring waits for it (to hold a request in flight)
 
-    def predict(self, frame):
-        self.calls.append(len(frame))
-        self.frames.append(frame.copy())
+    def score_and_embed(self, images, sources=None):
+        self.calls.append(len(images))
+        self.frames.append(pd.DataFrame({"image": list(images), "source": list(sources or [])}))
         if self.release is not None:
             self.release.wait(5)
-        p, errors = [], []
-        for i, raw in enumerate(frame["image"]):
+        p, good, errors = [], [], []
+        for i, raw in enumerate(images):
             try:
                 p.append(float(raw.decode()))
-                errors.append("")
+                good.append(i)
             except ValueError:
-                p.append(np.nan)
-                errors.append(f"row {i}: not an image")
-        p = np.asarray(p)
-        labels = np.where(p >= 0.5, "defect", "ok").astype(object)
-        labels[np.isnan(p)] = ""
-        return pd.DataFrame({"p_defect": p, "label": labels, "model_version": self.version, "error": errors})
+                errors.append(BadImageError((sources or [f"row {i}"] * len(images))[i], "not an image"))
+        return np.asarray(p), np.zeros((len(p), 2), np.float32), good, errors
 
 
 class FakeRegistry:
@@ -106,9 +102,9 @@ def test_no_champion(registry, clock, docroot, caplog):
     client, _ = make_client(registry, clock, docroot)
     health = client.get("/health").json()
     assert health["status"] == "UP" and health["champion"] is None and health["model_class"] == "alloop"
-    assert "no 'champion' alias" in health["message"]
+    assert "has no champion" in health["message"] and "mlflow run . -e promote" in health["message"]
     assert client.post("/setup", json={"project": "1.1", "schema": CONFIG}).json() == {"model_version": "no-champion"}
-    with caplog.at_level(logging.ERROR, "alloop.backend"):
+    with caplog.at_level(logging.ERROR, "alloop.serving"):
         out = client.post("/predict", json={"tasks": [task(1, "a.png"), task(2, "b.png")], "label_config": CONFIG})
     assert out.json()["results"] == [{"result": [], "score": 0, "model_version": "no-champion"}] * 2
     assert "no champion" in caplog.text
@@ -119,7 +115,7 @@ def test_predict_one_batch_in_order_with_scores_and_a_broken_task(registry, cloc
     client, _ = make_client(registry, clock, docroot)
     tasks = [task(11, "a.png"), task(12, "broken.png"), task(13, "b.png"), task(14, "missing.png"),
              task(15, "c.png"), {"id": 16, "data": {"other": "x"}}]
-    with caplog.at_level(logging.ERROR, "alloop.backend"):
+    with caplog.at_level(logging.ERROR, "alloop.serving"):
         results = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": "1.1"}).json()["results"]
     assert len(results) == 6
     assert registry.models["m/1"].calls == [4]  # one model call for every image that could be read
@@ -145,7 +141,7 @@ def test_an_unservable_config_gives_empty_results_and_fails_setup(registry, cloc
     registry.alias = "1"
     client, _ = make_client(registry, clock, docroot)
     bad = "<View><Image name='img' value='$image'/><Choices name='c' toName='img'><Choice value='Scratch'/></Choices></View>"
-    with caplog.at_level(logging.ERROR, "alloop.backend"):
+    with caplog.at_level(logging.ERROR, "alloop.serving"):
         results = client.post("/predict", json={"tasks": [task(1, "a.png"), task(2, "b.png")],
                                                 "label_config": bad}).json()["results"]
     assert results == [{"result": [], "score": 0, "model_version": "m/1"}] * 2
@@ -225,7 +221,7 @@ def test_webhook_and_versions(registry, clock, docroot, monkeypatch):
     client, _ = make_client(registry, clock, docroot)
     assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).json() == {"status": "ok"}
     assert client.post("/webhook", content=b"not json").json() == {"status": "ok"}
-    monkeypatch.setattr("integrations.labelstudio.backend.list_versions", lambda name: ["m/1", "m/2"])
+    monkeypatch.setattr("mlproject.serving.app.list_versions", lambda name: ["m/1", "m/2"])
     assert client.get("/versions").json() == {"versions": ["m/1", "m/2"], "champion": "m/1"}
 
 
@@ -271,7 +267,7 @@ def test_a_task_whose_data_is_not_an_object_gets_an_empty_result_and_the_others_
         registry, clock, docroot, caplog, bad_task, why):
     registry.alias = "1"
     client, _ = make_client(registry, clock, docroot)
-    with caplog.at_level(logging.ERROR, "alloop.backend"):
+    with caplog.at_level(logging.ERROR, "alloop.serving"):
         response = client.post("/predict", json={"tasks": [task(1, "a.png"), bad_task, task(3, "b.png")],
                                                  "label_config": CONFIG})
     assert response.status_code == 200
@@ -309,7 +305,7 @@ def test_an_image_over_the_per_image_limit_is_refused_by_task(registry, clock, t
     (tmp_path / "huge.png").write_bytes(b"0.9".ljust(2000))
     registry.alias = "1"
     client, _ = make_client(registry, clock, tmp_path, max_image_bytes=1000, max_request_bytes=8000)
-    with caplog.at_level(logging.ERROR, "alloop.backend"):
+    with caplog.at_level(logging.ERROR, "alloop.serving"):
         results = client.post("/predict", json={"tasks": [task(41, "huge.png"), task(42, "a.png")],
                                                 "label_config": CONFIG}).json()["results"]
     assert results[0]["result"] == [] and results[1]["result"]
@@ -330,7 +326,7 @@ def test_request_cap_below_the_parallel_reads_is_a_settings_error():
     ("192.168.1.5", False, False, SystemExit), ("0.0.0.0", False, True, "WITHOUT authentication"),
 ])
 def test_listening_beyond_loopback_needs_auth_or_an_explicit_no_auth(host, auth, no_auth, outcome):
-    from integrations.labelstudio.backend import check_exposure
+    from mlproject.serving.server import check_exposure
 
     if outcome is SystemExit:
         with pytest.raises(SystemExit, match="refusing to listen .* without authentication.*--no-auth"):
@@ -342,7 +338,7 @@ def test_listening_beyond_loopback_needs_auth_or_an_explicit_no_auth(host, auth,
 
 
 def test_only_label_studio_project_uids_are_remembered_for_following():
-    from integrations.labelstudio.follower import MAX_PROJECTS, ProjectFollower
+    from mlproject.serving.follower import MAX_PROJECTS, ProjectFollower
 
     follower = ProjectFollower("http://127.0.0.1:1", "key")
     for project in ("7", 7, "abc.1", "7.x", "", None, "../1.2", "3.1700000000"):

@@ -370,7 +370,7 @@ def test_a_training_run_names_the_bad_files_of_every_split_and_says_how_to_skip_
 
 
 def test_the_simulation_feature_pass_names_the_bad_files_of_every_chunk(tmp_path):
-    from mlproject.cli.simulate import backbone_features
+    from mlproject.loop.feature_cache import backbone_features
 
     records = []
     for number in range(6):

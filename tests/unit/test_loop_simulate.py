@@ -75,7 +75,7 @@ def test_labels_to_reach_and_params():
 
 
 def test_bad_configs_are_refused():
-    with pytest.raises(ValueError, match="unknown strategies"):
+    with pytest.raises(ValueError, match="strategies: unknown smart"):
         SimulationConfig(strategies=("smart",))
     with pytest.raises(ValueError, match="seed"):
         SimulationConfig(seeds=())

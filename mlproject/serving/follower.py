@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 
-logger = logging.getLogger("alloop.backend")
+logger = logging.getLogger("alloop.serving")
 
 MAX_PROJECTS = 256  # callers remembered; more are ignored (each costs a check against Label Studio)
 

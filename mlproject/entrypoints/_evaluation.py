@@ -1,4 +1,9 @@
-"""Scoring registered versions on a dataset: shared by the ``evaluate`` and ``promote`` entry points."""
+"""Scoring registered versions on a dataset: shared by the ``evaluate`` and ``promote`` entry points.
+
+Entry-point code rather than :mod:`mlproject.evaluation`: it reads the entry points' data options
+(:mod:`mlproject.training.common`), loads registered versions and logs to the active MLflow run,
+whereas ``mlproject.evaluation`` sits below training and keeps to pure metrics, plots and scoring.
+"""
 
 from __future__ import annotations
 
