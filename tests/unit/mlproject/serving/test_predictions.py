@@ -1,7 +1,7 @@
 """The one prediction path: grouping, and per-task reasons when reading, decoding or the model fails.
 
 The model is a stand-in (it reads P(defect) from the image bytes and can be told to fail): what is
-tested is the path around it; the real model's scores are in tests/integration/test_registered_model.py.
+tested is the path around it; the real model's scores are in tests/integration/mlproject/registry/test_registered_model.py.
 """
 
 import numpy as np

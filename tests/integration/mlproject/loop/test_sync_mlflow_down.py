@@ -1,7 +1,7 @@
 """MLflow down: the loop's commands against a closed MLflow port (Label Studio up) end in one line
 that names the tracking URI and what to check, within the bounded wait (ALLOOP_MLFLOW_TIMEOUT).
 
-How long one MLflow call may retry is checked precisely in tests/unit/test_loop_mlflow_wait.py;
+How long one MLflow call may retry is checked precisely in tests/unit/integrations/test_mlflow_registry_wait.py;
 here the whole command is timed, generously, because the issue states the bound for it.
 """
 
@@ -60,7 +60,7 @@ def test_mlflow_failing_after_the_check_still_ends_in_one_line_within_the_wait(l
                                                                                synthetic_data, monkeypatch):
     # the server answered the up-front check, then went away: the MLflow calls themselves give up in time
     from integrations import mlflow_registry
-    from tests.integration.test_sync import make_project
+    from tests.support.projects import make_project
 
     tiny_champion()
     title, _ = make_project(labelstudio, synthetic_data, 4, "mlflow-gone")

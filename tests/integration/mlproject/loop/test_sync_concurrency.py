@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlproject.cli import app
-from tests.integration.test_sync import LOOSE, bot_id, ls_client, make_project, project_id, read
+from tests.support.projects import LOOSE, bot_id, ls_client, make_project, project_id, read
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import register_tiny
-from tests.integration.test_backend_server import backend_process, mlflow_store, sample_images
+from tests.support.models import register_tiny
+from tests.support.backend import backend_process, mlflow_store, sample_images
 
 pytestmark = pytest.mark.integration
 

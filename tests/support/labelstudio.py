@@ -1,16 +1,11 @@
 """A real Label Studio server for integration tests: one per test session.
 
-Use it from a conftest.py (or a test module):
-
-    from tests.integration.labelstudio_fixture import labelstudio  # noqa: F401
-
-The `labelstudio` fixture installs Label Studio into its venv if it is missing (about 70 s on a fresh
+tests/integration/conftest.py's `labelstudio` fixture installs Label Studio into its venv if it is missing (about 70 s on a fresh
 machine), starts one server on a free port with a temporary data dir and document root (first start
 about 50 s), points ALLOOP_STATE_DIR, LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY at it for the
 session, yields its `LabelStudioSettings` and stops it at the end.
 
-Importing the fixture in several places (conftest and a test module) still starts one server:
-the server is shared through a reference count.
+`labelstudio_server` starts a separate one (for tests of the launcher itself).
 """
 
 from __future__ import annotations
@@ -56,7 +51,7 @@ def labelstudio_server(
         stop(settings_path)  # also after a failed start: the process may be up but unhealthy
 
 
-class _SharedServer:
+class SharedServer:
     """The session's server, started by the first user and stopped by the last one."""
 
     users = 0
@@ -88,16 +83,3 @@ class _SharedServer:
         if cls.users == 0 and cls._stack is not None:
             stack, cls._stack, cls.settings = cls._stack, None, None
             stack.close()  # stops the server, restores the environment, removes the temp dir
-
-
-@pytest.fixture(scope="session")
-def labelstudio() -> Iterator[LabelStudioSettings]:
-    """One real Label Studio server for the whole test session (see the module docstring)."""
-    settings = _SharedServer.acquire()
-    try:
-        yield settings
-    finally:
-        _SharedServer.release()
-
-
-__all__ = ["labelstudio", "labelstudio_server", "ensure_installed", "START_TIMEOUT_S"]

@@ -1,6 +1,6 @@
 """MLflow down: how long one call may wait (ALLOOP_MLFLOW_TIMEOUT), and the one line the user gets.
 
-The CLI commands against a closed port are in tests/integration/test_sync_mlflow_down.py.
+The CLI commands against a closed port are in tests/integration/mlproject/loop/test_sync_mlflow_down.py.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlproject.cli import app
-from tests.integration.test_sync import (LOOSE, annotate, bot_id, file_name, human_snapshot, ls_client, make_project,
+from tests.support.projects import (LOOSE, annotate, bot_id, file_name, human_snapshot, ls_client, make_project,
                                          project_id, read, sync)
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from integrations.labelstudio import server
 from integrations.labelstudio.settings import LabelStudioError, LabelStudioSettings
 from mlproject.cli import app
-from tests.integration.labelstudio_fixture import labelstudio, labelstudio_server  # noqa: F401
+from tests.support.labelstudio import labelstudio_server
 
 pytestmark = pytest.mark.integration
 

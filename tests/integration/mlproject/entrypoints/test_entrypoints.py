@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.conftest import REPO, project_env
+from tests.support.models import REPO, project_env
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 with the same guarantees MLflow's gives (a name is created, renamed or deleted atomically).
 
 The same protocol against a real MLflow store and real `alloop sync` processes is in
-tests/integration/test_sync_concurrency.py.
+tests/integration/mlproject/loop/test_sync_concurrency.py.
 """
 
 from __future__ import annotations

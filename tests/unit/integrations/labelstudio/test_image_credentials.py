@@ -2,7 +2,7 @@
 
 Two real HTTP servers on free 127.0.0.1 ports: ``label_studio`` stands in for Label Studio's media
 routes (a real Label Studio cannot be told to answer with redirects, so this one is scripted; the
-end-to-end case against a real Label Studio is in tests/integration/test_backend_security.py) and
+end-to-end case against a real Label Studio is in tests/integration/mlproject/serving/test_backend_security.py) and
 ``listener`` records every request that reaches it: no URL trick may bring the token there.
 """
 

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from integrations.processes import free_port
-from tests.integration.conftest import register_tiny
-from tests.integration.test_backend_server import CONFIG, backend_process, mlflow_store, sample_images
+from tests.support.models import register_tiny
+from tests.support.backend import CONFIG, backend_process, mlflow_store, sample_images
 
 pytestmark = pytest.mark.integration
 

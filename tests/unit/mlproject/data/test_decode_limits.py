@@ -27,7 +27,7 @@ from mlproject.data.decode import (
     max_image_pixels,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 MB = 1024 * 1024
 
 
