@@ -10,6 +10,7 @@
 from mlproject.cli._app import app
 from mlproject.cli import project  # noqa: F401,E402  (registers commands)
 from mlproject.cli import loop  # noqa: F401,E402
+from mlproject.cli import ingest  # noqa: F401,E402  (ingest, watch)
 from mlproject.cli import demo  # noqa: F401,E402
 from mlproject.cli import simulate  # noqa: F401,E402  (registers commands)
 from mlproject.cli import labelstudio  # noqa: F401,E402

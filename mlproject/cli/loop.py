@@ -82,7 +82,8 @@ def sync(
     force_round: bool = typer.Option(False, "--force-round", help="a new round even if nothing changed"),
     holdout_share: float = typer.Option(0.2, help="share of human-labelled tasks kept out of training to judge "
                                                   "promotion"),
-    entry_point: str = typer.Option("finetune", help="MLproject entry point that retrains"),
+    entry_point: str = typer.Option("", help="MLproject entry point that retrains (default: the champion's own "
+                                    "variant, with its run's parameters)"),
     train_param: list[str] = typer.Option([], "--train-param", help="entry point parameter, e.g. epochs=10 "
                                           "(repeatable; the rest is taken from the champion's run)"),
     metric: str = typer.Option("balanced_accuracy", help="promotion metric"),

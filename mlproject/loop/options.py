@@ -19,7 +19,7 @@ class SyncOptions:
     force_round: bool = False  # a new round even when nothing changed since the last one
     holdout_share: float = 0.2  # of human-labelled tasks, kept out of training to judge promotion
     min_holdout_per_class: int = 2
-    entry_point: str = "finetune"
+    entry_point: str = ""  # "": the entry point of the champion's own variant (its recipe, retrained)
     train_params: dict = field(default_factory=dict)
     metric: str = "balanced_accuracy"
     min_improvement: float = 0.0
@@ -32,6 +32,9 @@ class SyncOptions:
     wait_s: float = 0.0  # for another round of the project to finish (0: refuse at once)
     lease_s: float = round_lock.DEFAULT_LEASE_S  # this round's lock is stale this long after its last heartbeat
     repair_duplicates: bool = False  # delete auto-labels and predictions found written twice
+
+    def retrain_entry_point(self, champion_variant: str | None) -> str:
+        return self.entry_point or champion_variant or "finetune"
 
     def __post_init__(self):
         if not 0.0 <= self.holdout_share < 1.0:

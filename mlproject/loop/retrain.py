@@ -98,10 +98,11 @@ def run_entry_point(options: SyncOptions, entry_point: str, params: dict) -> Non
                         "run `alloop sync` again to retry from here") from exc
 
 
-def train_challenger(champion_ref, manifests: Manifests, ledger: RoundLedger, options: SyncOptions,
+def train_challenger(champion, manifests: Manifests, ledger: RoundLedger, options: SyncOptions,
                      report: RoundReport):
     """The version trained on this round's manifest: the one a killed round trained, one already
-    registered for the same manifest, or a new training run."""
+    registered for the same manifest, or a new training run of the champion's recipe (its entry
+    point and run parameters, unless the options name others)."""
     from integrations.mlflow_runs import entry_point_parameters
 
     lineage = {"round": str(ledger.number), "manifest_hash": manifest_hash(manifests.train_records)}
@@ -112,22 +113,23 @@ def train_challenger(champion_ref, manifests: Manifests, ledger: RoundLedger, op
     if (existing := mlflow_registry.find_version(options.model_name, lineage)) is not None:
         report.say(f"{existing} was already trained on this round's manifest: reusing it")
         return existing
-    allowed = set(entry_point_parameters(options.entry_point))
+    entry_point = options.retrain_entry_point(champion.variant)
+    allowed = set(entry_point_parameters(entry_point))
     unknown = set(options.train_params) - allowed
     if unknown:
-        raise SyncError(f"--train-param {sorted(unknown)} not parameters of entry point {options.entry_point!r}: "
+        raise SyncError(f"--train-param {sorted(unknown)} not parameters of entry point {entry_point!r}: "
                         f"choose from {sorted(allowed)}")
-    inherited = {k: v for k, v in mlflow_registry.training_params(champion_ref).items()
+    inherited = {k: v for k, v in mlflow_registry.training_params(champion.ref).items()
                  if k in allowed and k not in NOT_INHERITED}
     params = {**inherited, **options.train_params, "data": str(manifests.train), "layout": "manifest",
               "registered_model_name": options.model_name, "round": ledger.number, "skip_bad_images": "true"}
     records = manifests.train_records
-    report.say(f"retraining: mlflow run . -e {options.entry_point} on {len(records)} labels "
+    report.say(f"retraining: mlflow run . -e {entry_point} on {len(records)} labels "
                f"({sum(r.source == 'human' for r in records)} human, {sum(r.source == 'auto' for r in records)} auto)")
-    run_entry_point(options, options.entry_point, params)
+    run_entry_point(options, entry_point, params)
     version = mlflow_registry.find_version(options.model_name, lineage)
     if version is None:
-        raise SyncError(f"the {options.entry_point} run finished but registered no version of "
+        raise SyncError(f"the {entry_point} run finished but registered no version of "
                         f"{options.model_name} for round {ledger.number}; see experiment {options.training_experiment}")
     return version
 

@@ -101,7 +101,8 @@ def _run_round(project: LoopProject, options: SyncOptions, hook: Hook, lock: rou
         lock.update(round=str(report.round), run_id=ledger.run_id)
         ledger.record_start({**{f"policy_{k}": v for k, v in asdict(policy).items()},
                              "retrain_after": options.retrain_after, "holdout_share": options.holdout_share,
-                             "entry_point": options.entry_point, "model_name": options.model_name,
+                             "entry_point": options.retrain_entry_point(champion.variant),
+                             "model_name": options.model_name,
                              "project": project.key, "champion_at_start": champion.version},
                             champion.version, state_now)
     if ledger.resumed:
@@ -197,7 +198,7 @@ def _retrain(project: LoopProject, options: SyncOptions, choices: ChampionChoice
     if manifests.unreadable:
         report.say(f"{manifests.unreadable} labelled task(s) left out of the manifests: their images could not be read")
     report.counts["manifest_unreadable"] = manifests.unreadable
-    version = retrain.train_challenger(choices.champion.ref, manifests, ledger, options, report)
+    version = retrain.train_challenger(choices.champion, manifests, ledger, options, report)
     report.counts["retrained"] = 1
     ledger.trained(str(version))
     hook("trained", {"version": str(version)})

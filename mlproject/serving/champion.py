@@ -51,6 +51,12 @@ class Champion:
     def positive(self) -> str:
         return self.class_names[1]
 
+    @property
+    def variant(self) -> str | None:
+        """The training recipe (``svm``, ``frozen``, ``finetune``: the entry point that made it)."""
+        config = getattr(self.model, "config", None) or {}
+        return str(config["variant"]) if config.get("variant") else None
+
     def label_of(self, p_defect: float) -> str:
         return self.class_names[1] if p_defect >= self.threshold else self.class_names[0]
 

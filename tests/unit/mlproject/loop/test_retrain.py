@@ -22,3 +22,11 @@ def test_a_challenger_is_judged_only_on_a_holdout_with_both_classes():
     assert why_not_judged({"ok": 2, "defect": 3}, 2) is None
     why = why_not_judged({"ok": 0, "defect": 12}, 2)
     assert why is not None and "{'ok': 0, 'defect': 12}" in why and "label more" in why
+
+
+def test_a_retrain_is_the_champions_own_recipe_unless_the_options_name_one():
+    from mlproject.loop.options import SyncOptions
+
+    assert SyncOptions(model_name="m").retrain_entry_point("svm") == "svm"
+    assert SyncOptions(model_name="m", entry_point="finetune").retrain_entry_point("svm") == "finetune"
+    assert SyncOptions(model_name="m").retrain_entry_point(None) == "finetune"  # a model without a variant

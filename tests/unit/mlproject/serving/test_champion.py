@@ -39,3 +39,11 @@ def test_the_no_champion_advice_says_how_to_make_one():
     message = no_champion_message("parts", "sqlite:///x.db")
     assert "'parts' has no champion in sqlite:///x.db" in message
     assert "mlflow run . -e finetune" in message and "mlflow run . -e promote" in message
+
+
+def test_the_champions_variant_comes_from_its_model_config():
+    class Model:
+        config = {"variant": "frozen", "threshold": 0.5}
+
+    assert Champion("m/1", Model(), ("ok", "defect"), 0.5).variant == "frozen"
+    assert champion().variant is None
