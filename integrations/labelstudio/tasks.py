@@ -142,6 +142,19 @@ class ProjectTasks:
 
     # -- reading ----------------------------------------------------------------------------------
 
+    def task_data(self, *, after_id: int = 0, ids: Iterable[int] | None = None) -> list[Task]:
+        """Tasks with their data only (no predictions or annotations): those with an id above
+        ``after_id``, or those in ``ids``; one data-manager query, however many there are."""
+        params = {"fields": "task_only", "include": "id,data"}
+        if ids is not None:
+            params["query"] = json.dumps({"selectedItems": {"all": False, "included": [int(i) for i in ids]}})
+        elif after_id:
+            params["query"] = json.dumps({"filters": {"conjunction": "and", "items": [
+                {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": int(after_id)}]}})
+        return [Task(int(raw["id"]), dict(raw.get("data") or {}))
+                for raw in self._task_pages(params, "reading task data", False)
+                if int(raw["id"]) > after_id]
+
     def read(self, *, progress: bool = True) -> list[Task]:
         """Every task with its predictions and annotations (human, machine, skipped)."""
         tasks = {}

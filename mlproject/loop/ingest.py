@@ -22,7 +22,6 @@ task; every round's duplicate check reports (and with ``--repair-duplicates`` re
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -149,17 +148,9 @@ class Ingestor:
 
     def _read_new_tasks(self) -> list[Task]:
         """Tasks created since the last look (all of them the first time), their keys indexed."""
-        params = {"fields": "task_only", "include": "id,data"}
-        if self.last_task_id:
-            params["query"] = json.dumps({"filters": {"conjunction": "and", "items": [
-                {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": self.last_task_id}]}})
         image_key = self.project.target.image_value_key
         new = []
-        # (the task list the loop's bulk reads use, restricted to id and data)
-        for raw in self.project.tasks._task_pages(params, "reading task keys", False):
-            task = Task(int(raw["id"]), dict(raw.get("data") or {}))
-            if task.id <= self.last_task_id:
-                continue
+        for task in self.project.tasks.task_data(after_id=self.last_task_id):
             new.append(task)
             key = self.source.key_of_task(task.data, image_key)
             if key is not None:
@@ -301,10 +292,7 @@ class Ingestor:
         self.ledger.mark_predicted(set(errors))  # reported; `alloop predict` / `alloop sync` take them over
 
     def _tasks_by_id(self, ids: list[int]) -> list[Task]:
-        query = {"selectedItems": {"all": False, "included": [int(i) for i in ids]}}
-        params = {"fields": "task_only", "include": "id,data", "query": json.dumps(query)}
-        return [Task(int(r["id"]), dict(r.get("data") or {}))
-                for r in self.project.tasks._task_pages(params, "reading tasks", False)]
+        return self.project.tasks.task_data(ids=ids)
 
     # -- many passes ------------------------------------------------------------------------------------
 
