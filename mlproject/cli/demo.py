@@ -155,8 +155,9 @@ def _counts(counter: Counter) -> str:
 
 
 def _challenger_verdict(reports: list, options, project_key: str) -> tuple[object | None, str | None]:
-    """Prints how the newest retrained challenger fared on the held-out human labels; returns
-    (that version, its promotion tag: promoted | rejected | None when it could not be judged)."""
+    """Prints how the rounds' challengers fared on the held-out human labels, in detail for the one
+    that tells the story (the newest promoted, else the newest retrained); returns (that version,
+    its promotion tag: promoted | rejected | None when it could not be judged)."""
     from mlflow import MlflowClient
 
     from integrations import mlflow_registry
@@ -170,7 +171,11 @@ def _challenger_verdict(reports: list, options, project_key: str) -> tuple[objec
         typer.secho(f"No challenger was trained in {len(reports)} rounds: "
                     f"{reasons[-1] if reasons else 'see the rounds above'}", fg="red", bold=True)
         return None, None
-    report = retrained[-1]
+    for earlier in retrained:
+        typer.echo(f"Round {earlier.round}: " + "; ".join(m for m in earlier.messages if ": promoted (" in m
+                                                          or ": rejected (" in m or "stays challenger" in m))
+    promoted = [r for r in retrained if r.counts.get("promoted")]
+    report = (promoted or retrained)[-1]
     version = client.get_run(report.run_id).data.tags["alloop.challenger"]
     ref = mlflow_registry.VersionRef(*version.rsplit("/", 1))
     tags = mlflow_registry.version_tags(ref)

@@ -1,0 +1,229 @@
+"""Fast scoring (one view, the other test-time views only near the threshold; optionally bfloat16)
+gives the decisions exact scoring (every view, float32) gives, and models without its keys score exactly."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from mlflow.pyfunc import PythonModelContext
+from PIL import Image
+
+from mlproject.models.variants import build_head_classifier
+from mlproject.models.views import (
+    DIHEDRAL_VIEWS,
+    choose_view_gate_margin,
+    dihedral_view,
+    gated_mean_over_views,
+    mean_over_views,
+)
+from mlproject.registry.pyfunc import (
+    CONFIG_ARTIFACT,
+    KERAS_ARTIFACT,
+    DefectClassifierModel,
+    bfloat16_twin,
+    model_config_dict,
+    native_bfloat16,
+)
+from mlproject.training.batches import predict_in_batches
+from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
+from mlproject.training.keras_run import FAST_SCORING_FLIP_TOLERANCE, choose_fast_scoring
+
+SIZE = 32
+
+
+# ---- the gate on plain numbers ------------------------------------------------------------------
+
+def test_gate_margin_holds_every_validation_image_whose_decision_the_views_change():
+    threshold = 0.5
+    p_one = np.array([0.10, 0.45, 0.52, 0.58, 0.90, 0.30])
+    p_all = np.array([0.12, 0.55, 0.47, 0.57, 0.88, 0.31])  # 0.45 and 0.52 change sides
+    gate = choose_view_gate_margin(p_one, p_all, threshold, safety=1.0, shift_quantile=0.0)
+    assert gate.flips_one_view == 2 and gate.flips_gated == 0
+    farther = abs(0.45 - threshold)
+    assert farther < gate.margin < farther + 1e-9  # just wide enough for the farther of the two
+    assert gate.fraction_gated == pytest.approx(2 / 6)
+    wider = choose_view_gate_margin(p_one, p_all, threshold, safety=2.0, shift_quantile=0.0)
+    assert wider.margin == pytest.approx(2 * gate.margin)
+
+
+def test_gate_margin_without_flips_on_validation_still_covers_how_far_the_views_move_scores():
+    p_one = np.array([0.1, 0.2, 0.8, 0.9])
+    p_all = np.array([0.14, 0.2, 0.8, 0.86])  # no decision changes, but scores move up to 0.04
+    gate = choose_view_gate_margin(p_one, p_all, 0.5, safety=2.0, shift_quantile=1.0)
+    assert gate.flips_one_view == 0 and gate.margin == pytest.approx(0.08)
+    with pytest.raises(ValueError, match="safety"):
+        choose_view_gate_margin(p_one, p_all, 0.5, safety=0.5)
+    with pytest.raises(ValueError, match="shape"):
+        choose_view_gate_margin(p_one, p_all[:3], 0.5)
+
+
+def test_gated_mean_scores_only_the_rows_near_the_threshold_in_every_view():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 4, 4, 1), dtype=np.uint8)
+    seen = []
+
+    def predict(batch):  # a score that depends on the view: the mean of the top-left quarter
+        seen.append(len(batch))
+        return batch[:, :2, :2, 0].reshape(len(batch), -1).mean(axis=1) / 255.0
+
+    p_one = predict(images)
+    threshold = float(np.median(p_one))
+    margin = float(np.sort(np.abs(p_one - threshold))[2]) + 1e-9  # the 3 closest rows
+    seen.clear()
+    p_fast, near = gated_mean_over_views(predict, images, DIHEDRAL_VIEWS, threshold=threshold, margin=margin,
+                                         first=p_one)
+    assert near.sum() == 3 and seen == [3] * (DIHEDRAL_VIEWS - 1)  # 7 more passes, each over the 3 rows only
+    exact = mean_over_views(predict, images, DIHEDRAL_VIEWS)
+    np.testing.assert_allclose(p_fast[near], exact[near], atol=1e-12)
+    np.testing.assert_array_equal(p_fast[~near], p_one[~near])
+    assert np.abs(exact - p_one).max() > 1e-3  # the views do move these scores
+
+
+# ---- the registered model on a tiny real network ------------------------------------------------
+
+def textures(n: int, seed: int) -> np.ndarray:
+    """Noisy textures with a patch near the centre whose brightness (the defect's strength) varies."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(60, 200, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
+    x[:, 9:21, 10:22] = rng.uniform(0, 255, n).astype(np.uint8)[:, None, None, None]
+    return x
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random-weights finetune network, its validation scores and a threshold amid them."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    classifier = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8, dropout=0.0)
+    # A few epochs on bright-patch labels spread the scores from 0 to 1; without augmentation the
+    # network is not view-invariant, so the views still change some decisions.
+    train = textures(64, seed=0)
+    labels = (train[:, 15, 15, 0] > 128).astype(int)
+    train_head_classifier(classifier, train, labels, train[:16], labels[:16],
+                          HeadTrainingConfig(warmup_epochs=3, finetune_epochs=0, warmup_patience=30))
+    folder = tmp_path_factory.mktemp("tiny")
+    keras_path = folder / "classifier.keras"
+    classifier.full.save(keras_path)
+    val = textures(96, seed=1)
+    p_one = predict_in_batches(classifier.full, val, progress=False)[:, 0]
+    p_all = mean_over_views(lambda b: predict_in_batches(classifier.full, b, progress=False)[:, 0], val,
+                            DIHEDRAL_VIEWS, first=p_one)
+    threshold = float(np.median(p_all))  # half of the validation images on each side
+    return {"full": classifier.full, "keras_path": keras_path, "folder": folder, "val": val, "p_one": p_one,
+            "p_all": p_all, "threshold": threshold}
+
+
+def load(tiny, name: str, *, exact_at_load: bool = False, **fast) -> DefectClassifierModel:
+    config = model_config_dict(variant="finetune", image_size=SIZE, class_names=["ok", "defect"],
+                               threshold=tiny["threshold"], weights="none", model_version="",
+                               test_time_views=DIHEDRAL_VIEWS, **fast)
+    config_path = tiny["folder"] / f"{name}.json"
+    config_path.write_text(json.dumps(config))
+    model = DefectClassifierModel()
+    model.load_context(PythonModelContext({CONFIG_ARTIFACT: str(config_path), KERAS_ARTIFACT: str(tiny["keras_path"])},
+                                          {"exact": True} if exact_at_load else None))
+    return model
+
+
+def test_fast_scoring_gives_exact_decisions_on_a_tiny_model(tiny):
+    gate = choose_view_gate_margin(tiny["p_one"], tiny["p_all"], tiny["threshold"])
+    assert gate.flips_one_view > 0  # one view alone would change validation decisions of this model
+    assert 0 < gate.fraction_gated < 1  # ... and the gate skips the other views for some images
+    fast = load(tiny, "fast", view_gate_margin=gate.margin)
+    exact_model = load(tiny, "exact")  # registered before the gate existed: every view, always
+    assert exact_model.view_gate_margin is None
+
+    images = textures(64, seed=2)  # unseen images
+    frame = {"image": [png(i) for i in images]}
+    expected = mean_over_views(lambda b: predict_in_batches(tiny["full"], b, progress=False)[:, 0], images,
+                               DIHEDRAL_VIEWS)
+    out_exact = exact_model.predict(None, frame)
+    np.testing.assert_allclose(out_exact["p_defect"], expected, rtol=1e-5, atol=1e-7)
+    out_fast = fast.predict(None, frame)
+    flips = int((out_fast["label"] != out_exact["label"]).sum())
+    assert flips <= FAST_SCORING_FLIP_TOLERANCE * len(images)
+    near = np.abs(out_fast["p_defect"].to_numpy() - tiny["threshold"]) < gate.margin
+    assert 0 < near.sum() < len(images)
+    one_view = predict_in_batches(tiny["full"], images, progress=False)[:, 0]
+    far = np.abs(one_view - tiny["threshold"]) >= gate.margin
+    np.testing.assert_allclose(out_fast["p_defect"][far], one_view[far], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out_fast["p_defect"][~far], expected[~far], rtol=1e-5, atol=1e-7)
+
+    # the exact switch: a predict param, or model_config at load; the same scores as the old model
+    np.testing.assert_allclose(fast.predict(None, frame, params={"exact": True})["p_defect"], expected,
+                               rtol=1e-5, atol=1e-7)
+    loaded_exact = load(tiny, "fast-loaded-exact", exact_at_load=True, view_gate_margin=gate.margin)
+    np.testing.assert_allclose(loaded_exact.predict(None, frame, params={"exact": False})["p_defect"], expected,
+                               rtol=1e-5, atol=1e-7)
+
+    # score_and_embed (the backend, sync) gives predict's P(defect), fast and exact
+    p_defect, embeddings, good, errors = fast.score_and_embed(frame["image"])
+    np.testing.assert_allclose(p_defect, out_fast["p_defect"], rtol=1e-5, atol=1e-7)
+    assert good == list(range(len(images))) and not errors and embeddings.shape[0] == len(images)
+    np.testing.assert_allclose(fast.score_and_embed(frame["image"], exact=True)[0], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_scoring_runs_a_bfloat16_twin_where_the_cpu_has_it_and_stays_close(tiny):
+    twin = bfloat16_twin(tiny["full"])
+    conv = twin.get_layer("vgg16_features").get_layer("vgg16_fixed").get_layer("block1_conv1")
+    assert conv.dtype_policy.name == "mixed_bfloat16" and conv.kernel.dtype == "float32"
+    assert twin.get_layer("head").get_layer("p_defect").dtype_policy.name == "float32"
+    images = textures(16, seed=4)
+    p32 = predict_in_batches(tiny["full"], images, progress=False)[:, 0]
+    p16 = predict_in_batches(twin, images, progress=False)[:, 0]
+    assert 0 < np.abs(p16 - p32).max() < 0.05  # bfloat16 arithmetic, close to float32
+
+    model = load(tiny, "bf16", view_gate_margin=0.0, scoring_precision="bfloat16")
+    assert (model.fast_keras_model is not model.keras_model) == native_bfloat16()
+    frame = {"image": [png(i) for i in images]}
+    np.testing.assert_allclose(model.predict(None, frame)["p_defect"],
+                               p16 if native_bfloat16() else p32, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(None, frame, params={"exact": True})["p_defect"],
+                               mean_over_views(lambda b: predict_in_batches(tiny["full"], b, progress=False)[:, 0],
+                                               images, DIHEDRAL_VIEWS), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="scoring_precision"):
+        model_config_dict(variant="finetune", image_size=SIZE, class_names=["ok", "defect"], threshold=0.5,
+                          weights="none", model_version="", scoring_precision="float16")
+
+
+@pytest.mark.parametrize("bfloat16", [False, True])
+def test_fast_scoring_chosen_on_validation_keeps_validation_decisions(tiny, bfloat16):
+    fast, metrics = choose_fast_scoring(tiny["full"], tiny["val"], tiny["p_one"], tiny["p_all"], tiny["threshold"],
+                                        DIHEDRAL_VIEWS, bfloat16=bfloat16)
+    assert metrics["view_gate_val_one_view_flips"] > 0 and fast["view_gate_margin"] > 0
+    assert metrics["fast_scoring_val_flips"] <= FAST_SCORING_FLIP_TOLERANCE * len(tiny["val"])
+    if not bfloat16:
+        assert fast["scoring_precision"] == "float32" and "bfloat16_scoring_val_flips" not in metrics
+    else:  # kept only within the tolerance
+        within = metrics["bfloat16_scoring_val_flips"] <= FAST_SCORING_FLIP_TOLERANCE * len(tiny["val"])
+        assert (fast["scoring_precision"] == "bfloat16") == within
+    model = load(tiny, f"chosen-{bfloat16}", **fast)
+    out = model.predict(None, {"image": [png(i) for i in tiny["val"]]})
+    flips = int(((out["p_defect"].to_numpy() >= tiny["threshold"]) != (tiny["p_all"] >= tiny["threshold"])).sum())
+    assert flips <= max(metrics["fast_scoring_val_flips"], FAST_SCORING_FLIP_TOLERANCE * len(tiny["val"]))
+
+
+def test_a_turned_image_gets_all_views_when_near_the_threshold():
+    # Exactness where it matters: a row inside the gate scores the same as any turn of it.
+    import keras
+
+    keras.utils.set_random_seed(5)
+    network = build_head_classifier("none", SIZE, trainable_blocks=1, dense_units=8).full
+    images = textures(4, seed=6)
+
+    def predict(b):
+        return predict_in_batches(network, b, progress=False)[:, 0]
+
+    p_all = mean_over_views(predict, images, DIHEDRAL_VIEWS)
+    turned = dihedral_view(images, 3)
+    p_fast, near = gated_mean_over_views(predict, turned, DIHEDRAL_VIEWS, threshold=float(p_all.mean()), margin=1.0)
+    assert near.all()
+    np.testing.assert_allclose(p_fast, p_all, rtol=1e-5, atol=1e-7)
