@@ -20,7 +20,7 @@ DEFAULT_CLASS_NAMES = ("ok", "defect")
 
 def no_champion_message(model_name: str, where: str | None = None) -> str:
     """What to do when ``models:/NAME@champion`` does not exist."""
-    store = where or mlflow_registry.redact(mlflow_registry.mlflow.get_tracking_uri())
+    store = mlflow_registry.redact(where or mlflow_registry.mlflow.get_tracking_uri())  # never a password
     return (f"registered model {model_name!r} has no champion in {store}: train one (`mlflow run . -e finetune`) "
             "and promote it (`mlflow run . -e promote`), or check MLFLOW_TRACKING_URI / --model-name")
 

@@ -145,7 +145,8 @@ def _score_group(champion: Champion, group: list, errors: dict) -> list[Scored]:
             errors[job.key] = reason
         return []
     logger.info("%d image(s) through %s in %.2f s", len(group), champion.version, time.monotonic() - started)
-    bad = [index for index in range(len(group)) if index not in set(scores.good)]
+    scored = set(scores.good)
+    bad = [index for index in range(len(group)) if index not in scored]
     for index, error in zip(bad, scores.errors):
         errors[group[index][0].key] = f"image not decoded: {getattr(error, 'reason', error)}"
     return [Scored(group[index][0].key, float(scores.p_defect[row]), scores.embeddings[row])

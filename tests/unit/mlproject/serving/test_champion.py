@@ -47,3 +47,8 @@ def test_the_champions_variant_comes_from_its_model_config():
 
     assert Champion("m/1", Model(), ("ok", "defect"), 0.5).variant == "frozen"
     assert champion().variant is None
+
+
+def test_the_no_champion_advice_never_shows_a_password():
+    message = no_champion_message("parts", "https://ml:s3cret@mlflow.example.com")
+    assert "s3cret" not in message and "mlflow.example.com" in message
