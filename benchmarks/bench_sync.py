@@ -33,20 +33,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from local_labelstudio import start_label_studio  # noqa: E402  (beside this script)
+
 OUT = REPO / "benchmarks" / "out" / "sync"
 DAGM = REPO.parent / "shared" / "data" / "dagm"
 MODEL = "bench-sync-tiny"
-
-
-def start_label_studio():
-    from integrations.labelstudio.server import install, start
-    from integrations.labelstudio.settings import label_studio_executable
-    from integrations.processes import free_port
-
-    if not label_studio_executable().exists():
-        install(say=print)
-    return start(port=free_port(), data_dir=OUT / "ls-data", document_root=OUT / "files",
-                 settings_path=OUT / "labelstudio.json", timeout=900, say=print)
 
 
 def register_tiny_champion():
@@ -114,7 +106,7 @@ def main() -> None:
     from mlproject.loop.project import open_project
     from mlproject.loop.sync import run_round
 
-    settings = start_label_studio()
+    settings = start_label_studio(OUT)
     try:
         (OUT / "files" / "dagm").mkdir(parents=True, exist_ok=True)
         records = load_dagm(DAGM)

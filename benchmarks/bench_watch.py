@@ -31,22 +31,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from local_labelstudio import start_label_studio  # noqa: E402  (beside this script)
+
 OUT = REPO / "benchmarks" / "out" / "watch"
 RESULTS_JSON = REPO / "benchmarks" / "results" / "stream.json"
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 BEGIN, END = "<!-- bench_watch: begin -->", "<!-- bench_watch: end -->"
 MODEL = "bench-watch-tiny"
-
-
-def start_label_studio():
-    from integrations.labelstudio.server import install, start
-    from integrations.labelstudio.settings import label_studio_executable
-    from integrations.processes import free_port
-
-    if not label_studio_executable().exists():
-        install(say=print)
-    return start(port=free_port(), data_dir=OUT / "ls-data", document_root=OUT / "files",
-                 settings_path=OUT / "labelstudio.json", timeout=900, say=print)
 
 
 def champion(data: Path):
@@ -107,7 +99,7 @@ def main() -> None:
         data = generate_synthetic_dagm(OUT / "synthetic", n_images=80, size=64, seed=3)
     ref = champion(data)
     images = [p.read_bytes() for p in sorted(data.rglob("*.PNG"))]
-    settings = start_label_studio()
+    settings = start_label_studio(OUT)
     try:
         client = LabelStudio(base_url=settings.url, api_key=settings.api_key)
         stamp = int(time.time())
