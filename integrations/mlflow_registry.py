@@ -6,8 +6,10 @@ aliases), promotion, and later the Label Studio backend and the ``alloop`` loop 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +234,24 @@ def training_params(ref: VersionRef) -> dict[str, str]:
         if key.endswith(CHOSEN_SUFFIX) and key[: -len(CHOSEN_SUFFIX)] in params:
             params[key[: -len(CHOSEN_SUFFIX)]] = value
     return params
+
+
+TRAINING_SPLIT_ARTIFACT = "data/split.csv"  # every training run logs the records it split, one row each
+
+
+def training_rows(ref: VersionRef) -> list[dict[str, str]]:
+    """The rows (image, label, source, round, split) of the data that trained ``ref``; empty when its run
+    is gone or logged none."""
+    run_id = version_tags(ref).get("run_id")
+    if not run_id:
+        return []
+    with tempfile.TemporaryDirectory(prefix="alloop-split-") as tmp:
+        try:
+            local = MlflowClient().download_artifacts(run_id, TRAINING_SPLIT_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            return []
+        with open(local, newline="") as handle:
+            return list(csv.DictReader(handle))
 
 
 def versions_tag_values(name: str, key: str) -> list[str]:

@@ -84,6 +84,9 @@ def sync(
                                                   "promotion"),
     entry_point: str = typer.Option("", help="MLproject entry point that retrains (default: the champion's own "
                                     "variant, with its run's parameters)"),
+    champion_data: bool = typer.Option(True, "--champion-data/--project-labels-only",
+                                       help="retrain on the champion's training data plus the project's labels "
+                                       "(or on the project's labels alone)"),
     train_param: list[str] = typer.Option([], "--train-param", help="entry point parameter, e.g. epochs=10 "
                                           "(repeatable; the rest is taken from the champion's run)"),
     metric: str = typer.Option("balanced_accuracy", help="promotion metric"),
@@ -110,7 +113,8 @@ def sync(
     try:
         options = SyncOptions(model_name=model_name, policy=policy, retrain_after=retrain_after,
                               force_retrain=retrain, force_round=force_round, holdout_share=holdout_share,
-                              entry_point=entry_point, train_params=_key_values(train_param, "--train-param"),
+                              entry_point=entry_point, champion_data=champion_data,
+                              train_params=_key_values(train_param, "--train-param"),
                               metric=metric, min_improvement=min_improvement, recall_tolerance=recall_tolerance,
                               state_dir=_state_dir(state_dir), label_map=_key_values(label_map, "--label-map"),
                               wait_s=wait, lease_s=lease_seconds, repair_duplicates=repair_duplicates)

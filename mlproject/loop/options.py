@@ -20,6 +20,7 @@ class SyncOptions:
     holdout_share: float = 0.2  # of human-labelled tasks, kept out of training to judge promotion
     min_holdout_per_class: int = 2
     entry_point: str = ""  # "": the entry point of the champion's own variant (its recipe, retrained)
+    champion_data: bool = True  # retrain on the champion's training data too, not on the project's labels alone
     train_params: dict = field(default_factory=dict)
     metric: str = "balanced_accuracy"
     min_improvement: float = 0.0

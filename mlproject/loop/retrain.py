@@ -1,15 +1,19 @@
 """Step 5 of a round: retrain on the project's labels, judge the challenger, follow a promotion.
 
-Human and machine labels go to a manifest with their provenance; the ``finetune`` entry point
-(or the one asked for) trains on it, and ``promote`` judges the new version against human labels
-it never saw (a fixed, hashed share of them). A promoted version's predictions reach every task,
+Human and machine labels go to a manifest with their provenance, beside the data the champion was
+trained on (its imported records: a retrain on a few dozen project labels alone forgets what the
+champion knew); the champion's own recipe (or the entry point asked for) trains on it, and
+``promote`` judges the new version against human labels it never saw (a fixed, hashed share of them). A promoted version's predictions reach every task,
 the project's model_version follows, and the machine labels it confidently contradicts go back
 to review.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,6 +58,63 @@ def why_not_judged(holdout_by_class: dict[str, int], min_per_class: int) -> str 
     return None
 
 
+def champion_records(rows: list[dict], class_names) -> list[LabeledImage]:
+    """The imported records among the rows the champion was trained on (``mlflow_registry.training_rows``)
+    with a label of the model's classes. Its human and machine labels are left out: the project holds
+    their current state (a label a person changed or deleted since must not come back from an old run)."""
+    return [LabeledImage(row["image"], row["label"], "import", int(float(row.get("round") or 0)))
+            for row in rows
+            if (row.get("source") or "import") == "import" and row.get("label") in class_names and row.get("image")]
+
+
+def _digest(path: str) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ChampionData:
+    records: list
+    replaced: int  # the same image is one of the project's labelled tasks: the project's label wins
+    missing: int  # no longer on this machine
+
+
+def without_project_images(base: list[LabeledImage], project_paths: list[str]) -> ChampionData:
+    """``base`` less the images that are also labelled tasks of the project (the same file, or the same
+    bytes under another name): so a held-out image never reaches training, and a person's label of an
+    image is the only one it has. Files are hashed only where their sizes collide."""
+    known = {os.path.realpath(p) for p in project_paths}
+    by_size: dict[int, list[str]] = defaultdict(list)
+    for path in known:
+        try:
+            by_size[os.path.getsize(path)].append(path)
+        except OSError:
+            continue
+    digests_by_size: dict[int, set[str]] = {}
+    kept, replaced, missing = [], 0, 0
+    for record in base:
+        path = os.path.realpath(record.path)
+        if path in known:
+            replaced += 1
+            continue
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            missing += 1
+            continue
+        if size in by_size:
+            if size not in digests_by_size:
+                digests_by_size[size] = {_digest(p) for p in by_size[size]}
+            if _digest(path) in digests_by_size[size]:
+                replaced += 1
+                continue
+        kept.append(record)
+    return ChampionData(kept, replaced, missing)
+
+
 @dataclass(frozen=True)
 class Manifests:
     train: Path
@@ -61,11 +122,13 @@ class Manifests:
     train_records: list
     holdout_records: list
     unreadable: int
+    champion_data: ChampionData = ChampionData([], 0, 0)
 
 
 def write_manifests(project: LoopProject, tasks: list[Task], labels: dict[int, TaskLabel], split: LabelSplit,
-                    ledger: RoundLedger, options: SyncOptions) -> Manifests:
-    """The round's train and hold-out manifests, images as local files (downloaded when not on disk)."""
+                    ledger: RoundLedger, options: SyncOptions, base: list[LabeledImage] = ()) -> Manifests:
+    """The round's train and hold-out manifests, images as local files (downloaded when not on disk);
+    ``base`` (the champion's own training data) joins the training manifest, never the hold-out."""
     out_dir = Path(options.state_dir) / "rounds" / project.key / f"round-{ledger.number}"
     images_dir = Path(options.state_dir) / "images" / project.key
     starts = ledger.round_starts()
@@ -80,11 +143,13 @@ def write_manifests(project: LoopProject, tasks: list[Task], labels: dict[int, T
             continue
         record = LabeledImage(path, lab.label, lab.source, round_of(lab.created_at, starts))
         (holdout_records if task_id in split.holdout else records).append(record)
+    champion_data = without_project_images(list(base), [r.path for r in records + holdout_records])
+    records += champion_data.records
     train = write_manifest(out_dir / "train.csv", records)
     holdout = write_manifest(out_dir / "holdout.csv", holdout_records)
     ledger.log_manifest(train)
     ledger.log_manifest(holdout)
-    return Manifests(train, holdout, records, holdout_records, unreadable)
+    return Manifests(train, holdout, records, holdout_records, unreadable, champion_data)
 
 
 def run_entry_point(options: SyncOptions, entry_point: str, params: dict) -> None:
@@ -124,8 +189,9 @@ def train_challenger(champion, manifests: Manifests, ledger: RoundLedger, option
     params = {**inherited, **options.train_params, "data": str(manifests.train), "layout": "manifest",
               "registered_model_name": options.model_name, "round": ledger.number, "skip_bad_images": "true"}
     records = manifests.train_records
-    report.say(f"retraining: mlflow run . -e {entry_point} on {len(records)} labels "
-               f"({sum(r.source == 'human' for r in records)} human, {sum(r.source == 'auto' for r in records)} auto)")
+    sources = {source: sum(r.source == source for r in records) for source in ("human", "auto", "import")}
+    report.say(f"retraining: mlflow run . -e {entry_point} on {len(records)} labels ({sources['human']} human, "
+               f"{sources['auto']} auto, {sources['import']} from the champion's training data)")
     run_entry_point(options, entry_point, params)
     version = mlflow_registry.find_version(options.model_name, lineage)
     if version is None:

@@ -187,17 +187,23 @@ def _retrain(project: LoopProject, options: SyncOptions, choices: ChampionChoice
     report.counts.update(human_labels=split.human, holdout_labels=len(split.holdout), train_labels=len(split.train),
                          auto_labels_total=sum(lab.source == "auto" for lab in labels.values()),
                          new_human_labels=max(new_human, 0), retrained=0, promoted=0)
+    base = (retrain.champion_records(mlflow_registry.training_rows(choices.champion.ref), class_names)
+            if options.champion_data else [])
     if ledger.challenger_before_restart is None:
-        why = retrain.why_not_retrain(new_human, count_by_class(split.train.values(), class_names),
+        why = retrain.why_not_retrain(new_human, count_by_class([*split.train.values(), *base], class_names),
                                       retrain_after=options.retrain_after, force=options.force_retrain)
         if why is not None:
             report.say(why)
             return
 
-    manifests = retrain.write_manifests(project, tasks, labels, split, ledger, options)
+    manifests = retrain.write_manifests(project, tasks, labels, split, ledger, options, base)
     if manifests.unreadable:
         report.say(f"{manifests.unreadable} labelled task(s) left out of the manifests: their images could not be read")
-    report.counts["manifest_unreadable"] = manifests.unreadable
+    if manifests.champion_data.missing:
+        report.say(f"{manifests.champion_data.missing} image(s) of the champion's training data are no longer on "
+                   "this machine: retraining without them")
+    report.counts.update(manifest_unreadable=manifests.unreadable, champion_data=len(manifests.champion_data.records),
+                         champion_data_missing=manifests.champion_data.missing)
     version = retrain.train_challenger(choices.champion, manifests, ledger, options, report)
     report.counts["retrained"] = 1
     ledger.trained(str(version))

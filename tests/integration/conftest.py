@@ -36,8 +36,8 @@ def tiny_champion(tracking_uri, synthetic_data):
     """``tiny_champion(name=..., threshold=...)``: a new tiny champion in this test's tracking store."""
     store = Path(tracking_uri.split("///", 1)[1]).parent
 
-    def register(name: str = "alloop-defect-classifier", *, threshold: float = 0.5):
-        return register_tiny(store, synthetic_data, name, threshold=threshold)
+    def register(name: str = "alloop-defect-classifier", *, threshold: float = 0.5, log_data: bool = False):
+        return register_tiny(store, synthetic_data, name, threshold=threshold, log_data=log_data)
 
     return register
 

@@ -16,9 +16,10 @@ def project_env() -> dict:
     return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5):
+def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5, log_data: bool = False):
     """Train a tiny svm model in-process (random weights, 32 px) on ``data``, register it into the current
-    tracking store (its files under ``store``) and make it champion."""
+    tracking store (its files under ``store``) and make it champion; ``log_data`` logs the records it
+    was trained on, as the entry points do (what a retrain takes as the champion's data)."""
     import joblib
     import mlflow
 
@@ -43,6 +44,8 @@ def register_tiny(store: Path, data: Path, name: str, *, threshold: float = 0.5)
     config = model_config_dict(variant="svm", image_size=32, class_names=prepared.class_names,
                                threshold=threshold, weights="none", model_version="")
     with mlflow.start_run():
+        if log_data:
+            common.log_data(prepared)
         ref = common.register_model(DefectClassifierModel(), {"keras_model": str(folder / "fx.keras"),
                                     "sklearn_model": str(folder / "svm.joblib")}, config, prepared, common.RegistrationSettings.from_args(args), "svm")
     mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)

@@ -142,14 +142,17 @@ def test_a_round_killed_midway_then_rerun_ends_like_an_uninterrupted_one(crash_a
     assert crashed == clean
 
 
-def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, tiny_champion, tmp_path):
+def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, tiny_champion, synthetic_data,
+                                                                   tmp_path):
     from integrations import mlflow_registry
+    from mlproject.data.loaders import load_dataset
     from mlproject.loop.project import project_key
 
     from mlproject.data.synthetic import generate_synthetic_dagm
 
-    # a useless champion: threshold 1.0 calls every image "ok" (balanced accuracy 0.5)
-    tiny_champion(threshold=1.0)
+    # a useless champion: threshold 1.0 calls every image "ok" (balanced accuracy 0.5), trained on
+    # `synthetic_data`, whose records its run logs
+    tiny_champion(threshold=1.0, log_data=True)
     # 120 images, 24 defective: whichever half the hash holds out (it depends on the server's random
     # port), both halves keep enough defects to train on and to judge with
     pool = generate_synthetic_dagm(tmp_path / "pool", n_images=120, size=64, seed=2)
@@ -212,7 +215,12 @@ def test_retraining_is_gated_by_promotion_on_held_out_human_labels(labelstudio, 
     train = (manifests / "train.csv").read_text().splitlines()
     holdout = (manifests / "holdout.csv").read_text().splitlines()
     assert train[0] == holdout[0] == "image,label,source,round"
-    assert not set(train[1:]) & set(holdout[1:]) and len(train) + len(holdout) - 2 == 120
+    project_rows = [row for row in train[1:] if not row.endswith(",import,0")]
+    assert not set(train[1:]) & set(holdout[1:]) and len(project_rows) + len(holdout) - 1 == 120
+    # the champion's own training data joins the training manifest (never the hold-out)
+    champion_data = {f"{r.path},{r.label},import,0" for r in load_dataset(synthetic_data)}
+    assert set(train[1:]) - set(project_rows) == champion_data
+    assert f"{len(champion_data)} from the champion's training data" in better.output + worse.output
 
 
 def test_a_new_champion_sends_contradicted_auto_labels_back_to_review(labelstudio, tiny_champion, synthetic_data,

@@ -13,7 +13,8 @@ from mlproject.loop.policy import PolicyConfig
 SAME = lambda value: value  # noqa: E731
 SYNC_FIELDS = {
     "retrain_after": "retrain_after", "retrain": "force_retrain", "force_round": "force_round",
-    "holdout_share": "holdout_share", "entry_point": "entry_point", "metric": "metric",
+    "holdout_share": "holdout_share", "entry_point": "entry_point", "champion_data": "champion_data",
+    "metric": "metric",
     "min_improvement": "min_improvement", "recall_tolerance": "recall_tolerance", "wait": "wait_s",
     "lease_seconds": "lease_s", "repair_duplicates": "repair_duplicates",
 }
