@@ -35,8 +35,9 @@ def score_tasks(project: LoopProject, choices: ChampionChoices, tasks: list[Task
 
     Returns (predictions written, {task id: why its image could not be used}). Predictions are
     written in bulk (``FLUSH_PREDICTIONS`` or ``FLUSH_SECONDS``, whichever comes first) and the
-    embedding cache saved every ``SAVE_EVERY_S`` seconds: a crash costs some recomputation, never a
-    wrong state.
+    scores and embeddings saved every ``SAVE_EVERY_S`` seconds and before each write: a round killed
+    mid-stream resumes with what is missing, scoring again at most ``SAVE_EVERY_S`` of work, never
+    what it wrote.
     """
     timings = timings if timings is not None else Timings()
     version = choices.champion.version
@@ -44,18 +45,24 @@ def score_tasks(project: LoopProject, choices: ChampionChoices, tasks: list[Task
     todo = [t for t in tasks if t.prediction_of(version) is None
             or (t.id in need_embedding and cache.get(t.id, project.image_url(t) or "") is None)]
     errors: dict[int, str] = {}
-    jobs = []
+    jobs, pending = [], []
     for task in todo:
         url = project.image_url(task)
-        if url:
-            jobs.append(ImageJob(task.id, url, task.id))
-        else:
+        if not url:
             errors[task.id] = f"task data has no {project.target.image_value_key!r} field"
-    written, pending = 0, []
+        elif (cached := cache.p_defect(task.id, url)) is not None and cache.get(task.id, url) is not None:
+            # scored by a run that stopped before writing it: written now, not scored again
+            if task.prediction_of(version) is None:
+                pending.append({"task": task.id, **choices.result_for(cached)})
+        else:
+            jobs.append(ImageJob(task.id, url, task.id))
+    written = 0
     last_save = last_flush = time.monotonic()
 
     def flush():
         nonlocal written, pending, last_flush
+        with timings("embedding_cache"):  # first: every prediction in Label Studio has its scores on disk
+            cache.save()
         with timings("write_predictions"):
             written += project.tasks.add_predictions(pending)
         pending, last_flush = [], time.monotonic()
@@ -71,7 +78,7 @@ def score_tasks(project: LoopProject, choices: ChampionChoices, tasks: list[Task
         bar.update(group.done)
         for scored in group.scored:
             task = by_id[scored.key]
-            cache.put(task.id, project.image_url(task), scored.embedding)
+            cache.put(task.id, project.image_url(task), scored.embedding, scored.p_defect)
             if task.prediction_of(version) is None:
                 pending.append({"task": task.id, **choices.result_for(scored.p_defect)})
         if len(pending) >= FLUSH_PREDICTIONS or (pending and time.monotonic() - last_flush > FLUSH_SECONDS):
