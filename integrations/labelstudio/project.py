@@ -112,18 +112,25 @@ def is_under(path: Path, root: Path) -> bool:
         return False
 
 
-def ensure_local_storage(client, project_id: int, folder: Path, document_root: Path) -> tuple[int, bool]:
-    """A local-files import storage on ``folder`` (under the server's document root), synced."""
+# A storage that only lets Label Studio serve a folder's files (``alloop ingest``/``watch`` make the
+# tasks): its regex matches no file, so a sync (in the UI, or by anyone) never makes a second task.
+SERVE_ONLY_REGEX = "(?!)"
+
+
+def ensure_local_storage(client, project_id: int, folder: Path, document_root: Path) -> tuple[int, str]:
+    """A local-files import storage on ``folder`` (under the server's document root), synced; returns
+    its id and ``created``, ``reused`` or ``serve-only`` (a folder ``alloop watch`` owns: not synced)."""
     folder = folder.resolve()
     if folder == document_root.resolve():
         raise LabelStudioError(f"{folder} is the document root itself; Label Studio needs a sub-folder of it")
     existing = [s for s in client.import_storage.local.list(project=project_id) if Path(s.path).resolve() == folder]
-    created = not existing
+    if existing and (existing[0].regex_filter or "") == SERVE_ONLY_REGEX:
+        return existing[0].id, "serve-only"
     storage = existing[0] if existing else client.import_storage.local.create(
         project=project_id, path=str(folder), regex_filter=IMAGE_PATTERN, use_blob_urls=True,
         recursive_scan=True, title=f"alloop images: {folder.name}")
     client.import_storage.local.sync(id=storage.id)
-    return storage.id, created
+    return storage.id, "reused" if existing else "created"
 
 
 def list_tasks(client, project_id: int, *, fields: str = "all", page_size: int = 100, progress: bool = False):

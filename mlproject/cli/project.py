@@ -42,8 +42,11 @@ def init(
             fail(f"{images} holds no images ({', '.join(sorted(lsp.IMAGE_SUFFIXES))})")
         root = Path(connection.document_root) if connection.document_root else None
         if root is not None and not upload and lsp.is_under(images, root) and images.resolve() != root.resolve():
-            storage_id, storage_created = lsp.ensure_local_storage(client, project.id, images, root)
-            report.append(f"local-files storage {storage_id} on {images}: {'created' if storage_created else 'reused'}, synced")
+            storage_id, storage_state = lsp.ensure_local_storage(client, project.id, images, root)
+            report.append(f"local-files storage {storage_id} on {images}: " + (
+                f"{storage_state}, synced" if storage_state != "serve-only" else
+                "serves the files only (`alloop watch`/`ingest` make this folder's tasks; run `alloop ingest "
+                f"--images {images}` for files not yet ingested)"))
         else:
             added = lsp.upload_images(connection, client, project.id, files)
             report.append(f"uploaded {added} new images ({len(files) - added} already there)")

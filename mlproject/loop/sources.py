@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
-from integrations.labelstudio.project import IMAGE_SUFFIXES
+from integrations.labelstudio.project import IMAGE_SUFFIXES, SERVE_ONLY_REGEX
 
 SOURCE_KEY = "alloop_source_key"  # the task data field holding the object's key
-# A storage that only lets Label Studio serve the folder's files: its regex matches no file, so a
-# storage sync (in the UI, or by anyone) never creates a second task for a file alloop ingested.
-SERVE_ONLY_REGEX = "(?!)"
 
 
 @dataclass(frozen=True)
@@ -120,11 +117,29 @@ class LocalFolderSource:
         return self.PREFIX + relative if relative else None
 
     def ensure_served(self, client, project_id: int) -> str | None:
-        """A local-files storage covering the folder (Label Studio answers 404 for files outside one)."""
-        for storage in client.import_storage.local.list(project=project_id):
-            path = Path(storage.path).resolve()
-            if path == self.folder or path in self.folder.parents:
+        """A local-files storage covering the folder (Label Studio answers 404 for files outside one)
+        that never imports a file of it: a storage sync does not know the tasks alloop made, so an
+        importing storage on the folder (``alloop init``'s) is made serve-only, and one on a folder
+        above it is named, since a sync of it would import the files a second time."""
+        covering = [s for s in client.import_storage.local.list(project=project_id)
+                    if Path(s.path).resolve() == self.folder or Path(s.path).resolve() in self.folder.parents]
+        for storage in covering:
+            if Path(storage.path).resolve() == self.folder:
+                if (storage.regex_filter or "") == SERVE_ONLY_REGEX:
+                    return None
+                # Label Studio validates the whole storage on update: the path goes with the filter
+                client.import_storage.local.update(id=storage.id, path=storage.path, project=project_id,
+                                                   regex_filter=SERVE_ONLY_REGEX)
+                return (f"local-files storage {storage.id} on {self.folder} now serves the files only (it imported "
+                        f"them with filter {storage.regex_filter!r}): new files become tasks through `alloop "
+                        "ingest`/`watch`, and a Sync of that storage no longer imports any")
+        if covering:
+            parent = covering[0]
+            if (parent.regex_filter or "") == SERVE_ONLY_REGEX:
                 return None
+            return (f"warning: local-files storage {parent.id} on {parent.path} also imports the files of "
+                    f"{self.folder}: do not Sync it in Label Studio (it would make a second task of each file "
+                    "ingested here), or set its file filter to match none of them")
         # created, never synced: the tasks are alloop's to create
         storage = client.import_storage.local.create(
             project=project_id, path=str(self.folder), regex_filter=SERVE_ONLY_REGEX, use_blob_urls=True,

@@ -230,3 +230,33 @@ def test_a_folder_without_storage_gets_one_that_serves_files_and_never_imports_t
         ls.import_storage.local.sync(id=storage.id)
     after_sync = len(project_tasks(labelstudio, title))  # (not inline: an assert would print the settings)
     assert after_sync == 2
+
+
+def test_ingesting_a_folder_alloop_init_imported_makes_its_storage_serve_only_so_no_sync_duplicates(
+        labelstudio, tiny_champion, synthetic_data, tmp_path):
+    from integrations.labelstudio.project import SERVE_ONLY_REGEX
+
+    tiny_champion()
+    title, folder = new_project(labelstudio, synthetic_data, "init-then-watch")  # init's storage imported 2 files
+    ls = client_for(labelstudio)
+    project = next(p for p in ls.projects.list() if p.title == title)
+    (storage,) = ls.import_storage.local.list(project=project.id)
+    assert storage.regex_filter != SERVE_ONLY_REGEX
+
+    drop_images(synthetic_data, folder, ["later-0.png", "later-1.png", "later-2.png"], offset=40)
+    done = ingest(folder, title, tmp_path / "state")
+    assert done.exit_code == 0, done.output
+    assert f"storage {storage.id}" in done.output and "now serves the files only" in done.output
+    assert "3 new task(s)" in done.output  # init's two tasks are known, not made again
+    assert ls.import_storage.local.get(id=storage.id).regex_filter == SERVE_ONLY_REGEX
+
+    drop_images(synthetic_data, folder, ["late-3.png"], offset=50)
+    ls.import_storage.local.sync(id=storage.id)  # someone presses "Sync" in the UI
+    again = CliRunner().invoke(app, ["init", "--images", str(folder), "--title", title])  # or runs init again
+    assert again.exit_code == 0, again.output
+    assert "serves the files only" in again.output and "alloop ingest" in again.output
+    counts = shown_files(project_tasks(labelstudio, title))
+    assert len(counts) == 5 and set(counts.values()) == {1}  # late-3.png waits for the next ingest
+    assert ingest(folder, title, tmp_path / "state").exit_code == 0
+    counts = shown_files(project_tasks(labelstudio, title))
+    assert len(counts) == 6 and set(counts.values()) == {1}
