@@ -48,6 +48,9 @@ def test_demo_tells_the_whole_story(labelstudio, tracking_uri, monkeypatch):
         started_as = re.search(r"^Champion: (demo-test/\d+)$", out, re.M).group(1)
         recipe = client.get_model_version("demo-test", started_as.split("/")[1]).tags["variant"]
         assert f"retraining: mlflow run . -e {recipe} on " in out, out[out.find("[6/7]"):][-6000:]
+        # on the project's labels and on the data the champion was trained on
+        inherited = re.search(r"retraining: .* (\d+) from the champion's training data\)", out)
+        assert inherited and int(inherited.group(1)) > 0, out[out.find("[6/7]"):][-6000:]
         verdict = out[out.find("[7/7]"):]
         # the story ends with the challenger judged on held-out human labels of both classes
         held_out = re.search(r"Held-out human labels it never trained on: \d+ \(defect (\d+), ok (\d+)\)", verdict)
