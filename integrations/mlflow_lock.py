@@ -52,12 +52,17 @@ def set_tags(name: str, tags: dict) -> None:
         client.set_registered_model_tag(name, key, str(value))
 
 
+# PostgreSQL (not SQLite, which serialises writers) lets two renames of one row run at once: the loser's
+# UPDATE matches no row and MLflow reports SQLAlchemy's stale-data error as a bad request.
+_LOST_UPDATE = "0 were matched"
+
+
 def rename(name: str, new_name: str) -> bool:
-    """True when renamed; False when ``name`` is gone or ``new_name`` is taken."""
+    """True when renamed; False when ``name`` is gone (another rename got there first) or ``new_name`` is taken."""
     try:
         MlflowClient().rename_registered_model(name, new_name)
     except MlflowException as exc:
-        if exc.error_code == _EXISTS or exc.error_code in _MISSING:
+        if exc.error_code == _EXISTS or exc.error_code in _MISSING or _LOST_UPDATE in str(exc):
             return False
         raise
     return True

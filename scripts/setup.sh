@@ -43,3 +43,26 @@ elif [ ! -x "$chromium" ]; then
     fi
   fi
 fi
+# Debian's PostgreSQL server tools for ALLOOP_DB=postgres (`alloop postgres start` runs its own cluster
+# from them, no system service; the CI's PostgreSQL pass in scripts/test needs them). Installed only when
+# missing; a failure is reported, not fatal. Label Studio needs no extra driver: label-studio 1.23
+# depends on psycopg 3 itself, and MLflow's (psycopg[binary]) is in pyproject.toml.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: PostgreSQL's initdb is missing and apt-get is not available: install the PostgreSQL server" \
+         "(Debian/Ubuntu: apt-get install -y postgresql); ALLOOP_DB=postgres and its tests fail until then" >&2
+  else
+    if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi
+    if [ "$sudo" = none ]; then
+      echo "note: PostgreSQL's initdb is missing; run: sudo apt-get update && sudo apt-get install -y postgresql" \
+           "(ALLOOP_DB=postgres and its tests fail until then)" >&2
+    else
+      echo "Installing Debian's postgresql (for ALLOOP_DB=postgres; about a minute)"
+      if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+             $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; then
+        echo "warning: apt-get could not install postgresql; ALLOOP_DB=postgres fails until" \
+             "\`apt-get install -y postgresql\` succeeds" >&2
+      fi
+    fi
+  fi
+fi

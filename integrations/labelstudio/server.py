@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import requests
 
-from integrations import processes
+from integrations import postgres, processes
 from integrations.labelstudio.settings import (
     LabelStudioError,
     LabelStudioSettings,
@@ -123,6 +123,13 @@ def _server_env(
         # Read only when the organisation is first created; later `tokens.obtain_token` switches it over the API.
         env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] = "true"
         env["LABEL_STUDIO_USER_TOKEN"] = legacy_token
+    try:
+        if postgres.selected():
+            # ALLOOP_DB=postgres: the projects live in the local cluster's `labelstudio` database (started
+            # here if it is not running); Label Studio 1.23 brings its driver (psycopg 3) itself.
+            env.update(postgres.labelstudio_env(postgres.start()))
+    except postgres.PostgresError as exc:
+        raise LabelStudioError(f"Label Studio on PostgreSQL ({postgres.DB_ENV}=postgres): {exc}") from None
     return env
 
 

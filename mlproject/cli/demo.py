@@ -273,6 +273,14 @@ def demo(
     from mlproject.loop.project import open_project
     from mlproject.loop.sync import run_round
 
+    from integrations import postgres
+
+    try:
+        if postgres.selected():  # ALLOOP_DB=postgres: runs, registry and UI on the local cluster's `mlflow` database
+            cluster = postgres.start(say=typer.echo)  # Label Studio (step 2) then finds it running
+            os.environ.update(postgres.client_env(cluster), MLFLOW_TRACKING_URI=postgres.mlflow_backend_uri(cluster))
+    except postgres.PostgresError as exc:
+        fail(str(exc))
     uri = mlflow_registry.configure_tracking()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
