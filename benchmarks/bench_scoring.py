@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
+from provenance import git_commit  # noqa: E402  (beside this script)
 RESULTS = REPO / "benchmarks" / "results" / "stream.json"
 TARGET_RATIO, TARGET_FLIP_RATE = 30.0, 0.005
 
@@ -52,13 +52,6 @@ def subsets(records, sizes: dict, defect_share: float, seed: int) -> dict:
         by_label["defect"], by_label["ok"] = by_label["defect"][n_defect:], by_label["ok"][n - n_defect:]
     return out
 
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def timed(fn):

@@ -36,16 +36,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
+from provenance import git_commit  # noqa: E402  (beside this script)
 RESULTS = REPO / "benchmarks" / "results" / "scaleout.json"
 MODEL_NAME = "alloop-bench-spark"
 
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _rss_mb(pid: int) -> float:

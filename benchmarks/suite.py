@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+from provenance import git_commit  # noqa: E402  (beside this script)
 DATA_ROOT = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "out"
 RESULTS_JSON = REPO / "benchmarks" / "results" / "suite.json"
@@ -40,13 +41,6 @@ TARGETS = {("finetune", "dagm"): 0.99, ("finetune", "casting_impeller"): 0.99, (
            ("svm", "dagm"): 0.90, ("svm", "casting_impeller"): 0.90, ("svm", "elpv_solar"): 0.85}
 TIME_LIMITS_S = {"svm": 600, "finetune": 2700}
 
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_entry_point(variant: str, dataset: str, tracking_uri: str) -> dict:
@@ -192,7 +186,7 @@ def main(argv=None) -> None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{OUT / 'suite.db'}"
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": commit(),
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": git_commit(),
             "machine": f"{os.cpu_count()} vCPUs, {platform.machine()}, no GPU",
             "command": "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     rows = []
