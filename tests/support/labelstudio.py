@@ -27,6 +27,7 @@ from integrations.labelstudio.server import install, start, stop
 from integrations.labelstudio.settings import LabelStudioSettings, default_settings_path, label_studio_executable
 from integrations.processes import free_port
 from tests.support.postgres import SharedCluster
+from tests.support.shared import SessionResource
 
 # A 2-core CI machine busy with TensorFlow can take well over the usual 50 s to migrate.
 START_TIMEOUT_S = 600
@@ -69,35 +70,16 @@ def labelstudio_server(
             stack.close()  # then the cluster, if this was its last user
 
 
-class SharedServer:
+class SharedServer(SessionResource):
     """The session's server, started by the first user and stopped by the last one."""
 
-    users = 0
-    settings: Optional[LabelStudioSettings] = None
-    _stack: Optional[contextlib.ExitStack] = None
-
     @classmethod
-    def acquire(cls) -> LabelStudioSettings:
-        if cls.users == 0:
-            stack = contextlib.ExitStack()
-            try:
-                state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alloop-ls-")))
-                env = stack.enter_context(pytest.MonkeyPatch.context())
-                env.setenv("ALLOOP_STATE_DIR", str(state_dir))  # the CLI then finds these settings
-                settings = stack.enter_context(labelstudio_server(state_dir, database="labelstudio"))
-                assert default_settings_path() == state_dir / "labelstudio.json"
-                env.setenv("LABEL_STUDIO_URL", settings.url)
-                env.setenv("LABEL_STUDIO_API_KEY", settings.api_key)
-            except BaseException:
-                stack.close()
-                raise
-            cls._stack, cls.settings = stack, settings
-        cls.users += 1
-        return cls.settings
-
-    @classmethod
-    def release(cls) -> None:
-        cls.users -= 1
-        if cls.users == 0 and cls._stack is not None:
-            stack, cls._stack, cls.settings = cls._stack, None, None
-            stack.close()  # stops the server, restores the environment, removes the temp dir
+    def _open(cls, stack: contextlib.ExitStack) -> LabelStudioSettings:
+        state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alloop-ls-")))
+        env = stack.enter_context(pytest.MonkeyPatch.context())
+        env.setenv("ALLOOP_STATE_DIR", str(state_dir))  # the CLI then finds these settings
+        settings = stack.enter_context(labelstudio_server(state_dir, database="labelstudio"))
+        assert default_settings_path() == state_dir / "labelstudio.json"
+        env.setenv("LABEL_STUDIO_URL", settings.url)
+        env.setenv("LABEL_STUDIO_API_KEY", settings.api_key)
+        return settings

@@ -14,12 +14,12 @@ import contextlib
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from integrations import postgres
 from integrations.processes import free_port
+from tests.support.shared import SessionResource
 
 TEMPLATE = "mlflow_template"
 
@@ -40,39 +40,20 @@ def migrate_template(settings: postgres.PostgresSettings, artifacts: Path) -> No
     store.engine.dispose()
 
 
-class SharedCluster:
+class SharedCluster(SessionResource):
     """The session's cluster, started by the first user and stopped by the last one."""
 
-    users = 0
-    settings: Optional[postgres.PostgresSettings] = None
-    _stack: Optional[contextlib.ExitStack] = None
-
     @classmethod
-    def acquire(cls) -> postgres.PostgresSettings:
-        if cls.users == 0:
-            stack = contextlib.ExitStack()
-            try:
-                root = cluster_folder(stack)
-                path = root / "postgres.json"
-                env = stack.enter_context(pytest.MonkeyPatch.context())
-                env.setenv(postgres.SETTINGS_ENV, str(path))
-                stack.callback(postgres.stop, path)  # runs before the folder goes, also after a failed start
-                settings = postgres.start(port=free_port(), path=path)
-                env.setenv("PGPASSFILE", settings.passfile)
-                migrate_template(settings, root / "template-artifacts")
-            except BaseException:
-                stack.close()
-                raise
-            cls._stack, cls.settings = stack, settings
-        cls.users += 1
-        return cls.settings
-
-    @classmethod
-    def release(cls) -> None:
-        cls.users -= 1
-        if cls.users == 0 and cls._stack is not None:
-            stack, cls._stack, cls.settings = cls._stack, None, None
-            stack.close()  # stops the cluster, restores the environment, removes the folder
+    def _open(cls, stack: contextlib.ExitStack) -> postgres.PostgresSettings:
+        root = cluster_folder(stack)
+        path = root / "postgres.json"
+        env = stack.enter_context(pytest.MonkeyPatch.context())
+        env.setenv(postgres.SETTINGS_ENV, str(path))
+        stack.callback(postgres.stop, path)  # runs before the folder goes, also after a failed start
+        settings = postgres.start(port=free_port(), path=path)
+        env.setenv("PGPASSFILE", settings.passfile)
+        migrate_template(settings, root / "template-artifacts")
+        return settings
 
     @classmethod
     def mlflow_database(cls, artifacts: Path) -> str:
