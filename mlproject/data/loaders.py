@@ -167,8 +167,9 @@ def _manifest_kind(path: Path) -> str:
     return kind
 
 
-def _manifest_rows(path: Path):
-    """``(line number, row dict)`` for each row of a CSV or JSONL manifest."""
+def manifest_rows(path: Path, required: tuple[str, ...] = ("image", "label")):
+    """``(line number, row dict)`` for each row of a CSV or JSONL manifest whose CSV header names the
+    ``required`` columns; errors name the file and the line."""
     kind = _manifest_kind(path)
     if not path.is_file():
         raise DatasetError(f"{path}: manifest file does not exist")
@@ -186,10 +187,11 @@ def _manifest_rows(path: Path):
     else:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = {"image", "label"} - set(reader.fieldnames or [])
+            missing = sorted(set(required) - set(reader.fieldnames or []))
             if missing:
-                raise DatasetError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
-                                   f"expected a header {','.join(MANIFEST_FIELDS)}")
+                raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} (no "
+                                   f"{' or '.join(repr(m) for m in missing)} column); expected a header "
+                                   f"{','.join(MANIFEST_FIELDS)}")
             for row in reader:
                 yield reader.line_num, row  # the line the row ends on (header is line 1)
 
@@ -205,6 +207,13 @@ def _parse_round(value, where: str) -> int:
         raise DatasetError(f"{where}: field 'round' must be an integer, got {value!r}") from None
 
 
+def resolve_manifest_image(image: str, manifest: Path) -> str:
+    """A manifest's image path: relative ones against the manifest's folder; URIs and absolute paths kept."""
+    if "://" in image or os.path.isabs(image):
+        return image
+    return str((Path(manifest).parent / image).resolve())
+
+
 def read_manifest(path) -> list[LabeledImage]:
     """Manifest rows ``image,label,source,round`` (CSV or JSONL, by extension).
 
@@ -213,7 +222,7 @@ def read_manifest(path) -> list[LabeledImage]:
     """
     path = Path(path)
     records, seen = [], {}
-    for number, row in _manifest_rows(path):
+    for number, row in manifest_rows(path):
         where = f"{path}, line {number}"
         image = str(row.get("image") or "").strip()
         label = str(row.get("label") or "").strip()
@@ -225,8 +234,7 @@ def read_manifest(path) -> list[LabeledImage]:
         if source not in SOURCES:
             raise DatasetError(f"{where}: field 'source' must be one of {', '.join(SOURCES)}, got {source!r}")
         round_ = _parse_round(row.get("round"), where)
-        if "://" not in image and not os.path.isabs(image):
-            image = str((path.parent / image).resolve())
+        image = resolve_manifest_image(image, path)
         if image in seen:
             first_line, first_label = seen[image]
             if first_label != label:

@@ -7,8 +7,6 @@ is :mod:`mlproject.serving.spark_scoring`.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import re
@@ -16,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from mlproject.data.loaders import IMAGE_SUFFIXES
+from mlproject.data.loaders import IMAGE_SUFFIXES, DatasetError, manifest_rows, resolve_manifest_image
 
 #: How an unreadable file's error begins (a model's decoding error begins "cannot decode image"):
 #: the summary counts the two apart by it.
@@ -90,44 +88,17 @@ def folder_images(folder, listing: Listing | None = None) -> Iterator[str]:
                 listing.skip(full)
 
 
-def _resolved(image: str, manifest: Path) -> str:
-    # As mlproject.data.loaders.read_manifest does: relative to the manifest's folder; URIs kept.
-    if "://" in image or os.path.isabs(image):
-        return image
-    return str((manifest.parent / image).resolve())
-
-
 def manifest_images(path) -> Iterator[str]:
     """The ``image`` column of a CSV or JSONL manifest (``label`` and the rest are not needed to score)."""
     path = Path(path)
-    kind = path.suffix.lower()
-    if kind not in (".csv", ".jsonl"):
-        raise ScoringInputError(f"{path}: a manifest must end in .csv or .jsonl")
-    with path.open(newline="") as handle:
-        if kind == ".csv":
-            reader = csv.DictReader(handle)
-            if "image" not in (reader.fieldnames or []):
-                raise ScoringInputError(f"{path}: no 'image' column (header: {','.join(reader.fieldnames or [])}); "
-                                        "the first line must name the column of image paths 'image'")
-            rows = ((reader.line_num, row) for row in reader)
-        else:
-            rows = ((number, _json_row(line, path, number)) for number, line in enumerate(handle, start=1)
-                    if line.strip())
-        for number, row in rows:
+    try:
+        for number, row in manifest_rows(path, required=("image",)):
             image = str(row.get("image") or "").strip()
             if not image:
                 raise ScoringInputError(f"{path}, line {number}: field 'image' is empty; give the image's path")
-            yield _resolved(image, path)
-
-
-def _json_row(line: str, path: Path, number: int) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ScoringInputError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-    if not isinstance(row, dict):
-        raise ScoringInputError(f"{path}, line {number}: expected a JSON object with an 'image' field")
-    return row
+            yield resolve_manifest_image(image, path)
+    except DatasetError as exc:
+        raise ScoringInputError(str(exc)) from None
 
 
 def write_path_list(source, kind: str, target: TextIO) -> Listing:
