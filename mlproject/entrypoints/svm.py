@@ -18,7 +18,8 @@ from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
-from mlproject.training.svm_training import AUTO, KERNELS, SvmSettings, Trial, fit_svm, parse_C, search_svm
+from mlproject.training.svm_training import (AUTO, KERNELS, SvmSettings, Trial, fit_svm, out_of_fold_scores,
+                                             parse_C, search_svm)
 
 
 
@@ -76,7 +77,13 @@ def main(argv=None) -> None:
         pipeline = fit_svm(features["train"], prepared.y["train"], C=search.C, kernel=search.kernel, seed=args.seed,
                            log_features=settings.log_features)
         p_val = pipeline.predict_proba(features["val"])[:, 1]
-        threshold = resolve_threshold(args.threshold, prepared.y["val"], p_val)
+        y_pool, p_pool = prepared.y["val"], p_val
+        oof = out_of_fold_scores(features["train"], prepared.y["train"], C=search.C, kernel=search.kernel,
+                                 seed=args.seed, log_features=settings.log_features)
+        if oof is not None:
+            y_pool, p_pool = np.concatenate([y_pool, prepared.y["train"]]), np.concatenate([p_pool, oof])
+        mlflow.log_param("threshold_data", "val" if oof is None else "val+train_out_of_fold")
+        threshold = resolve_threshold(args.threshold, y_pool, p_pool)
         mlflow.log_metric("operating_threshold", threshold)
         for name, prefix in (("train", "train_"), ("val", "val_")):
             p = pipeline.predict_proba(features[name])[:, 1]

@@ -98,3 +98,27 @@ def test_calibration_folds_are_shuffled_so_sorted_data_keeps_its_ranking():
     held_out = rng.permutation(n)[:80]
     p = pipeline.predict_proba(x[held_out])[:, 1]
     assert validation_auc(p, y[held_out]) > 0.85
+
+
+def test_out_of_fold_scores_come_from_fits_that_never_saw_the_image():
+    from mlproject.training.svm_training import out_of_fold_scores
+
+    x, y = _data(n=120)
+    y_noisy = y.copy()
+    y_noisy[:6] = 1 - y_noisy[:6]  # mislabelled: a fit that saw them would lean towards their labels
+    oof = out_of_fold_scores(x, y_noisy, C=10.0, kernel="rbf", seed=0)
+    seen = fit_svm(x, y_noisy, C=10.0, kernel="rbf", seed=0).predict_proba(x)[:, 1]
+    assert oof.shape == (120,) and np.all((oof >= 0) & (oof <= 1))
+    # held out, the flipped images keep scores that follow their features, not their (wrong) labels
+    agreement_oof = np.mean((oof[:6] >= 0.5) == y[:6].astype(bool))
+    assert agreement_oof >= np.mean((seen[:6] >= 0.5) == y[:6].astype(bool))
+    assert not np.allclose(oof, seen)
+
+
+def test_out_of_fold_scores_need_enough_images_of_each_class():
+    from mlproject.training.svm_training import out_of_fold_scores
+
+    x, y = _data(n=40)
+    y[:] = 0
+    y[:5] = 1  # 5 defects: fewer than 2 per fold-fit for 3 folds' calibration
+    assert out_of_fold_scores(x, y, C=1.0, kernel="linear") is None
