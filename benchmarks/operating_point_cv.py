@@ -59,10 +59,10 @@ def features_without_test(dataset: str, size: int) -> tuple[np.ndarray, np.ndarr
 
 def one_repeat(x, y, seed: int) -> dict:
     from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import StratifiedKFold, train_test_split
+    from sklearn.model_selection import train_test_split
 
     from mlproject.evaluation.threshold import best_balanced_threshold, density_crossing_threshold
-    from mlproject.training.svm_training import SvmSettings, fit_svm, search_svm
+    from mlproject.training.svm_training import SvmSettings, fit_svm, out_of_fold_scores, search_svm
 
     rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=y[rest], random_state=seed)
@@ -74,9 +74,7 @@ def one_repeat(x, y, seed: int) -> dict:
 
     model = fit(train)
     p_val, p_test = model.predict_proba(x[val])[:, 1], model.predict_proba(x[test])[:, 1]
-    oof = np.empty(len(train))
-    for fold_train, fold_held in StratifiedKFold(3, shuffle=True, random_state=seed).split(train, y[train]):
-        oof[fold_held] = fit(train[fold_train]).predict_proba(x[train[fold_held]])[:, 1]
+    oof = out_of_fold_scores(x[train], y[train], C=search.C, kernel=search.kernel, seed=seed, log_features=True)
     y_pool, p_pool = np.concatenate([y[val], y[train]]), np.concatenate([p_val, oof])
     thresholds = {"val": density_crossing_threshold(y[val], p_val),
                   "pooled": density_crossing_threshold(y_pool, p_pool),
