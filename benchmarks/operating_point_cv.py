@@ -14,6 +14,9 @@ sets a threshold; pseudo-test balanced accuracy is reported. Rules:
 * ``pooled``: the same on pseudo-val scores plus pseudo-train out-of-fold scores;
 * ``pooled_gap``: ``best_balanced_threshold`` (best balanced accuracy, widest gap) on the same pool.
 
+Each rule is scored for two picks of the search: validation-AUC ties to the smallest C (the rule
+until 2026-12-02) and ``hinge_*``, ties to the lowest class-balanced validation hinge loss (the default now).
+
 Usage: python benchmarks/operating_point_cv.py --datasets dagm,casting_impeller,elpv_solar --repeats 5
 """
 
@@ -57,32 +60,48 @@ def features_without_test(dataset: str, size: int) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
-def one_repeat(x, y, seed: int) -> dict:
+def threshold_rules(x, y, train, val, test, C: float, kernel: str, seed: int) -> dict:
+    """Pseudo-test balanced accuracy of each threshold rule for one (C, kernel)."""
     from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import train_test_split
 
     from mlproject.evaluation.threshold import best_balanced_threshold, density_crossing_threshold
-    from mlproject.training.svm_training import SvmSettings, fit_svm, out_of_fold_scores, search_svm
+    from mlproject.training.svm_training import fit_svm, out_of_fold_scores
 
-    rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
-    train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=y[rest], random_state=seed)
-    settings = SvmSettings(seed=seed)
-    search = search_svm((x[train], y[train]), (x[val], y[val]), settings)
-
-    def fit(rows):
-        return fit_svm(x[rows], y[rows], C=search.C, kernel=search.kernel, seed=seed, log_features=True)
-
-    model = fit(train)
+    model = fit_svm(x[train], y[train], C=C, kernel=kernel, seed=seed, log_features=True)
     p_val, p_test = model.predict_proba(x[val])[:, 1], model.predict_proba(x[test])[:, 1]
-    oof = out_of_fold_scores(x[train], y[train], C=search.C, kernel=search.kernel, seed=seed, log_features=True)
+    oof = out_of_fold_scores(x[train], y[train], C=C, kernel=kernel, seed=seed, log_features=True)
     y_pool, p_pool = np.concatenate([y[val], y[train]]), np.concatenate([p_val, oof])
     thresholds = {"val": density_crossing_threshold(y[val], p_val),
                   "pooled": density_crossing_threshold(y_pool, p_pool),
                   "pooled_gap": best_balanced_threshold(y_pool, p_pool)}
-    return {"seed": seed, "C": search.C, "kernel": search.kernel,
-            **{f"{name}_bacc": float(balanced_accuracy_score(y[test], (p_test >= t).astype(int)))
+    return {**{f"{name}_bacc": float(balanced_accuracy_score(y[test], (p_test >= t).astype(int)))
                for name, t in thresholds.items()},
             **{f"{name}_threshold": float(t) for name, t in thresholds.items()}}
+
+
+def one_repeat(x, y, seed: int) -> dict:
+    """One pseudo split: the search once, then each tie-break's pick scored under each threshold rule.
+
+    Keys without a prefix are the pick when validation-AUC ties go to the smallest C; ``hinge_*`` keys
+    are the search's default pick (ties to the lowest validation hinge loss).
+    """
+    from sklearn.model_selection import train_test_split
+
+    from mlproject.training.svm_training import SvmSettings, best_trial, search_svm
+
+    rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=y[rest], random_state=seed)
+    search = search_svm((x[train], y[train]), (x[val], y[val]), SvmSettings(seed=seed))
+    top = max(t.val_roc_auc for t in search.trials)
+    smallest = best_trial(search.trials, tie_break="smallest_C")
+    row = {"seed": seed, "C": smallest.C, "kernel": smallest.kernel,
+           "tied_trials": sum(t.val_roc_auc >= top - 1e-9 for t in search.trials),
+           **threshold_rules(x, y, train, val, test, smallest.C, smallest.kernel, seed)}
+    hinge = best_trial(search.trials, tie_break="val_hinge")
+    same = (hinge.C, hinge.kernel) == (smallest.C, smallest.kernel)
+    scored = {k: v for k, v in row.items() if k.endswith(("_bacc", "_threshold"))} if same else \
+        threshold_rules(x, y, train, val, test, hinge.C, hinge.kernel, seed)
+    return {**row, "hinge_C": hinge.C, "hinge_kernel": hinge.kernel, **{f"hinge_{k}": v for k, v in scored.items()}}
 
 
 def main() -> None:

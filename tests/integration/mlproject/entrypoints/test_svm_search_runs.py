@@ -33,8 +33,10 @@ def test_trials_are_child_runs_and_the_winner_is_logged_and_registered(tracking_
     assert len(children) == int(parent.data.params["search_trials_run"]) == 5
     assert all("val_roc_auc" in c.data.metrics and {"C", "kernel"} <= set(c.data.params) for c in children)
     best = max(c.data.metrics["val_roc_auc"] for c in children)
-    winner = [c for c in children if c.data.metrics["val_roc_auc"] >= best - 1e-9]
-    assert float(parent.data.params["C_chosen"]) == min(float(c.data.params["C"]) for c in winner)
+    tied = [c for c in children if c.data.metrics["val_roc_auc"] >= best - 1e-9]
+    winner = min(tied, key=lambda c: (c.data.metrics["val_hinge"], float(c.data.params["C"])))
+    assert float(parent.data.params["C_chosen"]) == float(winner.data.params["C"])
+    assert parent.data.params["kernel_chosen"] == winner.data.params["kernel"]
     assert parent.data.params["C"] == "auto" and parent.data.params["image_size_used"] == "32"
     version = client.get_model_version_by_alias("search-test", "challenger")
     assert version.tags["chosen.C"] == parent.data.params["C_chosen"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mlproject.models.feature_transforms import signed_log1p
-from mlproject.training.svm_training import SvmSettings, Trial, best_trial, fit_svm, search_svm, validation_auc
+from mlproject.training.svm_training import (SvmSettings, Trial, best_trial, fit_svm, search_svm, validation_auc,
+                                             validation_hinge)
 
 
 def _data(seed=0, n=160, d=12):
@@ -16,12 +17,36 @@ def _data(seed=0, n=160, d=12):
     return x, y
 
 
-def test_ties_go_to_the_smallest_C_and_nan_trials_never_win():
+def test_ties_without_hinge_go_to_the_smallest_C_and_nan_trials_never_win():
     trials = [Trial(0, 10.0, "rbf", 0.9, 1), Trial(1, 0.1, "linear", 0.9, 1), Trial(2, 1.0, "rbf", 0.8, 1),
               Trial(3, 0.01, "rbf", math.nan, 1)]
     assert best_trial(trials).number == 1
+    assert best_trial(trials, tie_break="smallest_C").number == 1
     with pytest.raises(ValueError, match="validation split"):
         best_trial([Trial(0, 1.0, "rbf", math.nan, 1)])
+
+
+def test_the_hinge_tie_break_only_reorders_trials_tied_on_auc():
+    trials = [Trial(0, 10.0, "rbf", 1.0, 1, 0.05), Trial(1, 0.1, "linear", 1.0, 1, 0.30),
+              Trial(2, 1.0, "rbf", 0.9, 1, 0.01), Trial(3, 5.0, "rbf", 1.0, 1, math.nan)]
+    assert best_trial(trials).number == 0  # trial 2 has less hinge but a lower AUC
+    assert best_trial(trials, tie_break="smallest_C").number == 1
+    with pytest.raises(ValueError, match="tie_break"):
+        best_trial(trials, tie_break="largest_C")
+
+
+def test_validation_hinge_weighs_each_class_equally_and_counts_margin_violations():
+    labels = np.array([0, 0, 0, 0, 1])
+    beyond_margin = np.array([-2.0, -1.5, -3.0, -1.0, 2.0])
+    assert validation_hinge(beyond_margin, labels) == pytest.approx(0.0)
+    # the one defect inside the margin costs as much as all four normal images inside it would
+    one_defect = validation_hinge(np.array([-2.0, -1.5, -3.0, -1.0, 0.0]), labels)
+    all_normals = validation_hinge(np.array([0.0, 0.0, 0.0, 0.0, 2.0]), labels)
+    assert one_defect == pytest.approx(all_normals) and one_defect > 0
+    assert math.isnan(validation_hinge(beyond_margin[:4], labels[:4]))
+    three = np.array([0, 1, 2])
+    assert validation_hinge(np.eye(3) * 3 - 1, three) == pytest.approx(0.0)
+    assert validation_hinge(np.roll(np.eye(3) * 3 - 1, 1, axis=1), three) > 1
 
 
 def test_given_settings_skip_the_search():
