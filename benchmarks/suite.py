@@ -162,12 +162,13 @@ def markdown(rows: list[dict]) -> str:
 
     for row in rows:
         target = TARGETS.get((row["variant"], row["dataset"]))
-        verdict = ""
+        verdicts = []
         if target is not None and row.get("balanced_accuracy") is not None:
-            verdict = f"≥ {target:.2f}: {'met' if row['balanced_accuracy'] >= target else 'missed'}"
+            verdicts.append(f"≥ {target:.2f}: {'met' if row['balanced_accuracy'] >= target else 'missed'}")
         limit = TIME_LIMITS_S.get(row["variant"])
         if limit and row.get("wall_s"):
-            verdict += f"; ≤ {limit // 60} min: {'met' if row['wall_s'] <= limit else 'missed'}"
+            verdicts.append(f"≤ {limit // 60} min: {'met' if row['wall_s'] <= limit else 'missed'}")
+        verdict = "; ".join(verdicts)
         chosen = ", ".join(f"{k.removesuffix('_chosen')}={_short(v)}" for k, v in (row.get("chosen") or {}).items())
         failed = f" (exit {row['exit_code']}, see {row['log']})" if row.get("exit_code") else ""
         lines.append(f"| {row['dataset']} | {row['variant']}{failed} | {cell(row.get('balanced_accuracy'))} | "
