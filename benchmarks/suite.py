@@ -98,6 +98,17 @@ def run_entry_point(variant: str, dataset: str, tracking_uri: str) -> dict:
     return row
 
 
+def baseline_view(stats, widths: list[int]):
+    """The baseline's features from stats pooling ([mean, std, max, min] per layer): mean, std and max, log1p."""
+    import numpy as np
+
+    kept, start = [], 0
+    for width in widths:
+        kept.append(stats[:, start : start + 3 * width])
+        start += 4 * width
+    return np.log1p(np.maximum(np.concatenate(kept, axis=1), 0))
+
+
 def baseline(dataset: str) -> dict:
     """Frozen HED features + balanced logistic regression on the entry points' own split."""
     import numpy as np
@@ -122,13 +133,7 @@ def baseline(dataset: str) -> dict:
     def features(part):
         images, loaded, _ = load_images(part, 224)
         stats = predict_in_batches(extractor, images, desc=f"baseline {dataset}")
-        # stats pooling is [mean, std, max, min] per layer: keep mean, std and max
-        kept, start = [], 0
-        for width in widths:
-            kept.append(stats[:, start : start + 3 * width])
-            start += 4 * width
-        y = np.array([int(r.label == "defect") for r in loaded])
-        return np.log1p(np.maximum(np.concatenate(kept, axis=1), 0)), y
+        return baseline_view(stats, widths), np.array([int(r.label == "defect") for r in loaded])
 
     x_train, y_train = features(split.train)
     x_test, y_test = features(split.test)
