@@ -1,5 +1,6 @@
 """The dataset suite: each variant with its defaults (only ``data`` and ``weights=hed`` given) on every
-binary dataset of ``../shared/data`` (and one-vs-rest views of the multi-class one), against a frozen-features baseline computed in the same run.
+binary dataset of ``../shared/data`` and on one-vs-rest views of the multi-class one, against a
+frozen-features baseline computed in the same run.
 
     python benchmarks/suite.py --variants svm                 # all binary datasets
     python benchmarks/suite.py --variants svm,finetune --datasets casting_impeller
