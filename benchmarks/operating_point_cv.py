@@ -32,7 +32,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from a checkout
-DATA_ROOT = REPO.parent / "shared" / "data"
+from suite import stats_extractor, stats_of, suite_split  # noqa: E402  (beside this script)
 OUT = REPO / "benchmarks" / "out"
 
 
@@ -42,19 +42,9 @@ def features_without_test(dataset: str, size: int) -> tuple[np.ndarray, np.ndarr
     if cache.exists():
         saved = np.load(cache)
         return saved["x"], saved["y"]
-    from mlproject.data.images import load_images
-    from mlproject.data.loaders import load_dataset
-    from mlproject.data.split import stratified_split
-    from mlproject.models.variants import build_feature_extractor
-    from mlproject.training.batches import predict_in_batches
-
-    split = stratified_split(load_dataset(str(DATA_ROOT / dataset)), seed=0, val_fraction=0.15, test_fraction=0.2)
-    records = split.train + split.val  # split.test never enters this script
-    extractor = build_feature_extractor("hed", size, feature_layers=("block3_pool", "block4_pool", "block5_pool"),
-                                        pooling="stats")
-    images, loaded, _ = load_images(records, size)
-    x = predict_in_batches(extractor, images, desc=f"features {dataset}")
-    y = np.array([int(r.label == "defect") for r in loaded])
+    split = suite_split(dataset)
+    extractor, _ = stats_extractor(size)
+    x, y = stats_of(extractor, split.train + split.val, size, f"features {dataset}")  # split.test never enters
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(cache, x=x, y=y)
     return x, y

@@ -99,6 +99,37 @@ def run_entry_point(variant: str, dataset: str, tracking_uri: str) -> dict:
     return row
 
 
+#: The frozen statistics the baseline reads (and the default feature layers of the entry points).
+STATS_LAYERS = ("block3_pool", "block4_pool", "block5_pool")
+
+
+def suite_split(dataset: str):
+    """The entry points' own fixed split of a suite dataset (``split_seed=0``, 0.65 / 0.15 / 0.2)."""
+    from mlproject.data.loaders import load_dataset
+    from mlproject.data.split import stratified_split
+
+    return stratified_split(load_dataset(str(dataset_path(dataset))), seed=0, val_fraction=0.15, test_fraction=0.2)
+
+
+def stats_extractor(size: int):
+    """HED-VGG16 with stats pooling of :data:`STATS_LAYERS`, and each layer's channel count."""
+    from mlproject.models.variants import build_feature_extractor
+
+    extractor = build_feature_extractor("hed", size, feature_layers=STATS_LAYERS, pooling="stats")
+    return extractor, [extractor.get_layer(name).output.shape[-1] for name in STATS_LAYERS]
+
+
+def stats_of(extractor, records, size: int, desc: str):
+    """The extractor's statistics of ``records`` (broken images skipped, as the product does) and 1 = defect."""
+    import numpy as np
+
+    from mlproject.data.images import load_images
+    from mlproject.training.batches import predict_in_batches
+
+    images, loaded, _ = load_images(records, size)
+    return predict_in_batches(extractor, images, desc=desc), np.array([int(r.label == "defect") for r in loaded])
+
+
 def baseline_view(stats, widths: list[int]):
     """The baseline's features from stats pooling ([mean, std, max, min] per layer): mean, std and max, log1p."""
     import numpy as np
@@ -110,37 +141,26 @@ def baseline_view(stats, widths: list[int]):
     return np.log1p(np.maximum(np.concatenate(kept, axis=1), 0))
 
 
-def baseline(dataset: str) -> dict:
-    """Frozen HED features + balanced logistic regression on the entry points' own split."""
-    import numpy as np
+def baseline_model():
+    """The baseline's classifier: nothing is chosen (C=1), so it needs no validation split."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from mlproject.data.images import load_images
-    from mlproject.data.loaders import load_dataset
-    from mlproject.data.split import stratified_split
-    from mlproject.models.variants import build_feature_extractor
-    from mlproject.training.batches import predict_in_batches
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000))
+
+
+def baseline(dataset: str) -> dict:
+    """Frozen HED features + balanced logistic regression on the entry points' own split."""
+    from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
     started = time.perf_counter()
-    records = load_dataset(str(dataset_path(dataset)))
-    split = stratified_split(records, seed=0, val_fraction=0.15, test_fraction=0.2)
-    layers = ("block3_pool", "block4_pool", "block5_pool")
-    extractor = build_feature_extractor("hed", 224, feature_layers=layers, pooling="stats")
-    widths = [extractor.get_layer(name).output.shape[-1] for name in layers]
-
-    def features(part):
-        images, loaded, _ = load_images(part, 224)
-        stats = predict_in_batches(extractor, images, desc=f"baseline {dataset}")
-        return baseline_view(stats, widths), np.array([int(r.label == "defect") for r in loaded])
-
-    x_train, y_train = features(split.train)
-    x_test, y_test = features(split.test)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000))
-    model.fit(x_train, y_train)
-    p = model.predict_proba(x_test)[:, 1]
+    split = suite_split(dataset)
+    extractor, widths = stats_extractor(224)
+    x_train, y_train = stats_of(extractor, split.train, 224, f"baseline {dataset}")
+    x_test, y_test = stats_of(extractor, split.test, 224, f"baseline {dataset}")
+    model = baseline_model().fit(baseline_view(x_train, widths), y_train)
+    p = model.predict_proba(baseline_view(x_test, widths))[:, 1]
     predicted = (p >= 0.5).astype(int)
     return {"variant": "baseline (frozen HED stats + balanced logistic regression, 224 px)", "dataset": dataset,
             "balanced_accuracy": float(balanced_accuracy_score(y_test, predicted)),

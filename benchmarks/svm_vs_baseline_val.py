@@ -16,38 +16,21 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-from suite import baseline_view, dataset_path  # noqa: E402  (beside this script)
-
-LAYERS = ("block3_pool", "block4_pool", "block5_pool")
+from suite import baseline_model, baseline_view, stats_extractor, stats_of, suite_split  # noqa: E402  (beside this script)
 
 
 def compare(dataset: str, size: int) -> dict:
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    from mlproject.data.images import load_images
-    from mlproject.data.loaders import load_dataset
-    from mlproject.data.split import stratified_split
-    from mlproject.models.variants import build_feature_extractor
-    from mlproject.training.batches import predict_in_batches
     from mlproject.training.svm_training import SvmSettings, fit_svm, search_svm
 
-    split = stratified_split(load_dataset(str(dataset_path(dataset))), seed=0, val_fraction=0.15, test_fraction=0.2)
-    extractor = build_feature_extractor("hed", size, feature_layers=LAYERS, pooling="stats")
-    widths = [extractor.get_layer(name).output.shape[-1] for name in LAYERS]
-    parts = {}
-    for name in ("train", "val"):  # split.test is never loaded
-        images, loaded, _ = load_images(getattr(split, name), size)
-        parts[name] = (predict_in_batches(extractor, images, desc=f"{name} {size}px"),
-                       np.array([int(r.label == "defect") for r in loaded]))
-    (x_train, y_train), (x_val, y_val) = parts["train"], parts["val"]
-    logistic = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000))
-    logistic.fit(baseline_view(x_train, widths), y_train)
+    split = suite_split(dataset)
+    extractor, widths = stats_extractor(size)
+    # split.test is never loaded
+    x_train, y_train = stats_of(extractor, split.train, size, f"train {size}px")
+    x_val, y_val = stats_of(extractor, split.val, size, f"val {size}px")
+    logistic = baseline_model().fit(baseline_view(x_train, widths), y_train)
     search = search_svm((x_train, y_train), (x_val, y_val), SvmSettings())
     svm = fit_svm(x_train, y_train, C=search.C, kernel=search.kernel, log_features=True)
     return {"dataset": dataset, "image_size": size, "val_defects": int(y_val.sum()),

@@ -18,11 +18,12 @@ from typing import Callable
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import hinge_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.class_weight import compute_sample_weight
 
 from mlproject.models.feature_transforms import signed_log1p
 
@@ -122,9 +123,6 @@ def validation_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def validation_hinge(decision: np.ndarray, labels: np.ndarray) -> float:
     """Hinge loss with each class weighted equally (a rare defect class counts as much as the rest)."""
-    from sklearn.metrics import hinge_loss
-    from sklearn.utils.class_weight import compute_sample_weight
-
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         return math.nan
