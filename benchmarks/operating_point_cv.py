@@ -52,7 +52,7 @@ def features_without_test(dataset: str, size: int) -> tuple[np.ndarray, np.ndarr
 
 def threshold_rules(x, y, train, val, test, C: float, kernel: str, seed: int) -> dict:
     """Pseudo-test balanced accuracy of each threshold rule for one (C, kernel)."""
-    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
     from mlproject.evaluation.threshold import best_balanced_threshold, density_crossing_threshold
     from mlproject.training.svm_training import fit_svm, out_of_fold_scores
@@ -64,7 +64,8 @@ def threshold_rules(x, y, train, val, test, C: float, kernel: str, seed: int) ->
     thresholds = {"val": density_crossing_threshold(y[val], p_val),
                   "pooled": density_crossing_threshold(y_pool, p_pool),
                   "pooled_gap": best_balanced_threshold(y_pool, p_pool)}
-    return {**{f"{name}_bacc": float(balanced_accuracy_score(y[test], (p_test >= t).astype(int)))
+    return {"test_auc": float(roc_auc_score(y[test], p_test)),
+            **{f"{name}_bacc": float(balanced_accuracy_score(y[test], (p_test >= t).astype(int)))
                for name, t in thresholds.items()},
             **{f"{name}_threshold": float(t) for name, t in thresholds.items()}}
 
@@ -89,7 +90,7 @@ def one_repeat(x, y, seed: int) -> dict:
            **threshold_rules(x, y, train, val, test, smallest.C, smallest.kernel, seed)}
     hinge = best_trial(search.trials, tie_break="val_hinge")
     same = (hinge.C, hinge.kernel) == (smallest.C, smallest.kernel)
-    scored = {k: v for k, v in row.items() if k.endswith(("_bacc", "_threshold"))} if same else \
+    scored = {k: v for k, v in row.items() if k.endswith(("_bacc", "_threshold", "_auc"))} if same else \
         threshold_rules(x, y, train, val, test, hinge.C, hinge.kernel, seed)
     return {**row, "hinge_C": hinge.C, "hinge_kernel": hinge.kernel, **{f"hinge_{k}": v for k, v in scored.items()}}
 

@@ -29,6 +29,9 @@ from mlproject.models.feature_transforms import signed_log1p
 
 AUTO = "auto"
 KERNELS = ("linear", "rbf", "poly", "sigmoid")
+#: what each search trial is scored on: the validation split (fit on train), or k-fold cross-validation
+#: over train + validation together (each image held out once; never the test split)
+SEARCH_DATA = ("val", "train+val_cv")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class SvmSettings:
     search_budget_s: float = 300.0
     C_range: tuple[float, float] = (1e-3, 1e2)
     kernels: tuple[str, ...] = ("linear", "rbf")
+    search_data: str = "val"
+    search_folds: int = 5
     seed: int = 0
 
     def __post_init__(self):
@@ -51,6 +56,10 @@ class SvmSettings:
             raise ValueError(f"kernel must be one of {KERNELS} or 'auto', got {self.kernel!r}")
         if self.search_trials < 1 or self.search_budget_s <= 0:
             raise ValueError("search_trials must be >= 1 and search_budget_s > 0")
+        if self.search_data not in SEARCH_DATA:
+            raise ValueError(f"search_data must be one of {SEARCH_DATA}, got {self.search_data!r}")
+        if self.search_folds < 2:
+            raise ValueError(f"search_folds must be >= 2, got {self.search_folds}")
 
     @property
     def needs_search(self) -> bool:
@@ -75,6 +84,9 @@ class SearchResult:
     kernel: str
     trials: list[Trial] = field(default_factory=list)
     searched: bool = True
+    #: what the trials were scored on (see :data:`SEARCH_DATA`); "val" when too few images of a class
+    #: allow ``search_folds`` folds
+    search_data: str = "val"
 
 
 def parse_C(value: str) -> float | str:
@@ -149,27 +161,53 @@ def best_trial(trials: list[Trial], tie_break: str = "val_hinge") -> Trial:
     return min(tied, key=lambda t: (t.C, t.number))
 
 
-def search_svm(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], settings: SvmSettings,
-               *, on_trial: Callable[[Trial], None] | None = None) -> SearchResult:
-    """``C`` and kernel for :func:`fit_svm`: as given, or searched on ``val`` (never anything else)."""
-    if not settings.needs_search:
-        return SearchResult(float(settings.C), settings.kernel, searched=False)
-    import optuna
-
+def _scorer(train, val, settings: SvmSettings) -> tuple[Callable[[float, str], tuple[float, float]], str]:
+    """A function (C, kernel) -> (AUC, hinge) on the search data, and which data that is."""
     x_train, y_train = train
     x_val, y_val = val
     scaler = Pipeline(_scaler(settings.log_features)).fit(x_train)
     x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
+    x_pool, y_pool = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]).astype(int)
+    counts = np.bincount(y_pool)
+    if settings.search_data == "train+val_cv" and len(counts) >= 2 and counts.min() >= settings.search_folds:
+        folds = list(StratifiedKFold(settings.search_folds, shuffle=True, random_state=settings.seed)
+                     .split(x_pool, y_pool))
+
+        def cross_validated(C: float, kernel: str) -> tuple[float, float]:
+            aucs, hinges = [], []
+            for fit_rows, held_rows in folds:
+                decision = _svc(C, kernel, settings.seed).fit(x_pool[fit_rows], y_pool[fit_rows]) \
+                    .decision_function(x_pool[held_rows])
+                aucs.append(validation_auc(decision, y_pool[held_rows]))
+                hinges.append(validation_hinge(decision, y_pool[held_rows]))
+            return float(np.mean(aucs)), float(np.mean(hinges))
+
+        return cross_validated, "train+val_cv"
+
+    def on_validation(C: float, kernel: str) -> tuple[float, float]:
+        decision = _svc(C, kernel, settings.seed).fit(x_train, y_train).decision_function(x_val)
+        return validation_auc(decision, y_val), validation_hinge(decision, y_val)
+
+    return on_validation, "val"
+
+
+def search_svm(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], settings: SvmSettings,
+               *, on_trial: Callable[[Trial], None] | None = None) -> SearchResult:
+    """``C`` and kernel for :func:`fit_svm`: as given, or searched on ``val`` (``search_data="val"``) or
+    on cross-validation over ``train`` + ``val`` (never anything else)."""
+    if not settings.needs_search:
+        return SearchResult(float(settings.C), settings.kernel, searched=False)
+    import optuna
+
+    score, search_data = _scorer(train, val, settings)
     trials: list[Trial] = []
 
     def objective(trial) -> float:
         C = float(settings.C) if settings.C != AUTO else trial.suggest_float("C", *settings.C_range, log=True)
         kernel = settings.kernel if settings.kernel != AUTO else trial.suggest_categorical("kernel", settings.kernels)
         started = time.perf_counter()
-        model = _svc(C, kernel, settings.seed).fit(x_train, y_train)
-        decision = model.decision_function(x_val)
-        auc = validation_auc(decision, y_val)
-        record = Trial(trial.number, C, kernel, auc, time.perf_counter() - started, validation_hinge(decision, y_val))
+        auc, hinge = score(C, kernel)
+        record = Trial(trial.number, C, kernel, auc, time.perf_counter() - started, hinge)
         trials.append(record)
         if on_trial is not None:
             on_trial(record)
@@ -179,7 +217,7 @@ def search_svm(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.n
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
     study.optimize(objective, n_trials=settings.search_trials, timeout=settings.search_budget_s)
     best = best_trial(trials)
-    return SearchResult(best.C, best.kernel, trials)
+    return SearchResult(best.C, best.kernel, trials, search_data=search_data)
 
 
 def out_of_fold_scores(features: np.ndarray, labels: np.ndarray, *, C: float, kernel: str, seed: int = 0,

@@ -86,8 +86,33 @@ def test_the_choice_depends_on_validation_not_on_anything_else():
     assert max(t.val_roc_auc for t in a.trials) > 0.9 > max(t.val_roc_auc for t in b.trials)
 
 
+def test_cross_validated_search_scores_on_train_and_validation_together():
+    """A small validation split that contradicts a large training split: scored on validation alone,
+    every trial fails; cross-validated over both, the training images carry the score."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(220, 6))
+    y = (x[:, 0] > 0).astype(int)
+    train, val = (x[:200], y[:200]), (x[200:], 1 - y[200:])
+    on_val = search_svm(train, val, SvmSettings(kernel="linear", search_trials=3))
+    pooled = search_svm(train, val, SvmSettings(kernel="linear", search_trials=3, search_data="train+val_cv"))
+    assert on_val.search_data == "val" and pooled.search_data == "train+val_cv"
+    assert max(t.val_roc_auc for t in on_val.trials) < 0.2
+    assert min(t.val_roc_auc for t in pooled.trials) > 0.8
+    assert all(not math.isnan(t.val_hinge) for t in pooled.trials)
+
+
+def test_cross_validated_search_falls_back_to_validation_when_a_class_is_too_small_for_the_folds():
+    x, y = _data()
+    y = np.zeros_like(y)
+    y[[3, 50, 130, 150]] = 1  # 4 defects in all: not one per fold for 5 folds
+    result = search_svm((x[:120], y[:120]), (x[120:], y[120:]),
+                        SvmSettings(kernel="linear", search_trials=2, search_data="train+val_cv", search_folds=5))
+    assert result.search_data == "val" and len(result.trials) == 2
+
+
 def test_settings_are_checked():
-    for bad in ({"C": -1.0}, {"C": "big"}, {"kernel": "cubic"}, {"search_trials": 0}, {"search_budget_s": 0}):
+    for bad in ({"C": -1.0}, {"C": "big"}, {"kernel": "cubic"}, {"search_trials": 0}, {"search_budget_s": 0},
+                {"search_data": "test"}, {"search_folds": 1}):
         with pytest.raises(ValueError):
             SvmSettings(**bad)
 
