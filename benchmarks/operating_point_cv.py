@@ -82,13 +82,13 @@ def one_repeat(x, y, seed: int) -> dict:
 
     rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=y[rest], random_state=seed)
-    search = search_svm((x[train], y[train]), (x[val], y[val]), SvmSettings(seed=seed))
-    top = max(t.val_roc_auc for t in search.trials)
+    search = search_svm((x[train], y[train]), (x[val], y[val]), SvmSettings(seed=seed, search_data="val"))  # the rule studied here
+    top = max(t.roc_auc for t in search.trials)
     smallest = best_trial(search.trials, tie_break="smallest_C")
     row = {"seed": seed, "C": smallest.C, "kernel": smallest.kernel,
-           "tied_trials": sum(t.val_roc_auc >= top - 1e-9 for t in search.trials),
+           "tied_trials": sum(t.roc_auc >= top - 1e-9 for t in search.trials),
            **threshold_rules(x, y, train, val, test, smallest.C, smallest.kernel, seed)}
-    hinge = best_trial(search.trials, tie_break="val_hinge")
+    hinge = best_trial(search.trials, tie_break="hinge")
     same = (hinge.C, hinge.kernel) == (smallest.C, smallest.kernel)
     scored = {k: v for k, v in row.items() if k.endswith(("_bacc", "_threshold", "_auc"))} if same else \
         threshold_rules(x, y, train, val, test, hinge.C, hinge.kernel, seed)

@@ -18,10 +18,8 @@ from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
-from mlproject.training.svm_training import (AUTO, KERNELS, SvmSettings, Trial, fit_svm, out_of_fold_scores,
-                                             parse_C, search_svm)
-
-
+from mlproject.training.svm_training import (AUTO, KERNELS, SEARCH_DATA, SvmSettings, Trial, fit_svm,
+                                             out_of_fold_scores, parse_C, search_svm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,24 +30,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--C", type=parse_C, default=AUTO, help="SVM regularisation, or 'auto' (searched)")
     parser.add_argument("--kernel", default=AUTO, choices=[AUTO, *KERNELS], help="SVM kernel, or 'auto' (searched)")
     parser.add_argument("--search-trials", type=common.integer, default=SvmSettings.search_trials,
-                        help="at most this many candidates when C or kernel is 'auto' (scored on validation)")
+                        help="at most this many candidates when C or kernel is 'auto'")
     parser.add_argument("--search-budget-s", type=float, default=SvmSettings.search_budget_s,
                         help="and at most this many seconds of search")
+    parser.add_argument("--search-data", default=SvmSettings.search_data, choices=SEARCH_DATA,
+                        help="what each candidate is scored on: the validation split, or k-fold cross-validation "
+                             "over train + validation (never the test split)")
+    parser.add_argument("--search-folds", type=common.integer, default=SvmSettings.search_folds,
+                        help="folds of that cross-validation")
     parser.add_argument("--batch-size", type=common.integer, default=32)
     return parser
 
 
 def svm_settings(args) -> SvmSettings:
     return SvmSettings(C=args.C, kernel=args.kernel, log_features=args.log_features,
-                       search_trials=args.search_trials, search_budget_s=args.search_budget_s, seed=args.seed)
+                       search_trials=args.search_trials, search_budget_s=args.search_budget_s,
+                       search_data=args.search_data, search_folds=args.search_folds, seed=args.seed)
 
 
 def log_trial(trial: Trial) -> None:
     """One search candidate as a child run of the entry point's run (MLflow's convention: the UI
-    compares them side by side)."""
+    compares them side by side); its metrics are named by what they were scored on (``val_`` or ``cv_``)."""
+    prefix = "val_" if trial.scored_on == "val" else "cv_"
     with mlflow.start_run(run_name=f"svm-trial-{trial.number}", nested=True):
-        mlflow.log_params({"C": trial.C, "kernel": trial.kernel, "trial": trial.number})
-        mlflow.log_metrics({"val_roc_auc": trial.val_roc_auc, "val_hinge": trial.val_hinge,
+        mlflow.log_params({"C": trial.C, "kernel": trial.kernel, "trial": trial.number, "scored_on": trial.scored_on})
+        mlflow.log_metrics({f"{prefix}roc_auc": trial.roc_auc, f"{prefix}hinge": trial.hinge,
                             "fit_seconds": trial.seconds})
 
 
@@ -74,7 +79,8 @@ def main(argv=None) -> None:
         settings = svm_settings(args)
         search = search_svm((features["train"], prepared.y["train"]), (features["val"], prepared.y["val"]), settings,
                             on_trial=log_trial)
-        mlflow.log_params({"C_chosen": search.C, "kernel_chosen": search.kernel, "search_trials_run": len(search.trials)})
+        mlflow.log_params({"C_chosen": search.C, "kernel_chosen": search.kernel, "search_trials_run": len(search.trials),
+                           "search_data_used": search.search_data})
         pipeline = fit_svm(features["train"], prepared.y["train"], C=search.C, kernel=search.kernel, seed=args.seed,
                            log_features=settings.log_features)
         p_val = pipeline.predict_proba(features["val"])[:, 1]

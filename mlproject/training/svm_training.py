@@ -71,11 +71,14 @@ class Trial:
     number: int
     C: float
     kernel: str
-    val_roc_auc: float
+    #: ROC AUC on the search data (see ``scored_on``)
+    roc_auc: float
     seconds: float
-    #: class-balanced hinge loss of the decision function on validation: how far inside the margin (or past
-    #: it) validation images fall; it still separates candidates whose AUC ties (e.g. all at 1.0)
-    val_hinge: float = math.nan
+    #: class-balanced hinge loss of the decision function on the held-out images: how far inside the margin
+    #: (or past it) they fall; it still separates candidates whose AUC ties (e.g. all at 1.0)
+    hinge: float = math.nan
+    #: "val" or "train+val_cv" (see :data:`SEARCH_DATA`)
+    scored_on: str = "val"
 
 
 @dataclass
@@ -142,22 +145,22 @@ def validation_hinge(decision: np.ndarray, labels: np.ndarray) -> float:
     return float(hinge_loss(labels, decision, labels=classes, sample_weight=compute_sample_weight("balanced", labels)))
 
 
-TIE_BREAKS = ("smallest_C", "val_hinge")
+TIE_BREAKS = ("smallest_C", "hinge")
 
 
-def best_trial(trials: list[Trial], tie_break: str = "val_hinge") -> Trial:
-    """The highest validation AUC; ties go to the lowest validation hinge loss, then the smallest C
+def best_trial(trials: list[Trial], tie_break: str = "hinge") -> Trial:
+    """The highest held-out AUC; ties go to the lowest held-out hinge loss, then the smallest C
     (the simplest boundary). ``tie_break="smallest_C"`` skips the hinge step (the earlier rule, kept
     so the benchmark can compare the two)."""
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
-    scored = [t for t in trials if not math.isnan(t.val_roc_auc)]
+    scored = [t for t in trials if not math.isnan(t.roc_auc)]
     if not scored:
         raise ValueError("no search trial could be scored on the validation split (does it hold both classes?)")
-    top = max(t.val_roc_auc for t in scored)
-    tied = [t for t in scored if t.val_roc_auc >= top - 1e-9]
-    if tie_break == "val_hinge":
-        return min(tied, key=lambda t: (math.inf if math.isnan(t.val_hinge) else t.val_hinge, t.C, t.number))
+    top = max(t.roc_auc for t in scored)
+    tied = [t for t in scored if t.roc_auc >= top - 1e-9]
+    if tie_break == "hinge":
+        return min(tied, key=lambda t: (math.inf if math.isnan(t.hinge) else t.hinge, t.C, t.number))
     return min(tied, key=lambda t: (t.C, t.number))
 
 
@@ -207,7 +210,7 @@ def search_svm(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.n
         kernel = settings.kernel if settings.kernel != AUTO else trial.suggest_categorical("kernel", settings.kernels)
         started = time.perf_counter()
         auc, hinge = score(C, kernel)
-        record = Trial(trial.number, C, kernel, auc, time.perf_counter() - started, hinge)
+        record = Trial(trial.number, C, kernel, auc, time.perf_counter() - started, hinge, scored_on=search_data)
         trials.append(record)
         if on_trial is not None:
             on_trial(record)

@@ -11,6 +11,7 @@ from PIL import Image
 from mlproject.data.loaders import load_dataset
 from mlproject.data.split import stratified_split
 from mlproject.entrypoints import svm
+from mlproject.training.svm_training import SEARCH_DATA
 
 pytestmark = pytest.mark.integration
 
@@ -24,17 +25,21 @@ def _runs(client, name):
     return parents, runs
 
 
-def test_trials_are_child_runs_and_the_winner_is_logged_and_registered(tracking_uri, synthetic_data):
-    svm.main(["--data", str(synthetic_data), *ARGS, "--registered-model-name", "search-test"])
+@pytest.mark.parametrize("search_data", SEARCH_DATA)
+def test_trials_are_child_runs_and_the_winner_is_logged_and_registered(tracking_uri, synthetic_data, search_data):
+    svm.main(["--data", str(synthetic_data), *ARGS, "--search-data", search_data, "--registered-model-name", "search-test"])
     client = MlflowClient()
     parents, runs = _runs(client, "search-test")
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == int(parent.data.params["search_trials_run"]) == 5
-    assert all("val_roc_auc" in c.data.metrics and {"C", "kernel"} <= set(c.data.params) for c in children)
-    best = max(c.data.metrics["val_roc_auc"] for c in children)
-    tied = [c for c in children if c.data.metrics["val_roc_auc"] >= best - 1e-9]
-    winner = min(tied, key=lambda c: (c.data.metrics["val_hinge"], float(c.data.params["C"])))
+    scored_on = parent.data.params["search_data_used"]
+    assert scored_on == parent.data.params["search_data"] == search_data  # enough of each class for the folds
+    prefix = {"val": "val_", "train+val_cv": "cv_"}[scored_on]
+    assert all(c.data.params["scored_on"] == scored_on and {"C", "kernel"} <= set(c.data.params) for c in children)
+    best = max(c.data.metrics[f"{prefix}roc_auc"] for c in children)
+    tied = [c for c in children if c.data.metrics[f"{prefix}roc_auc"] >= best - 1e-9]
+    winner = min(tied, key=lambda c: (c.data.metrics[f"{prefix}hinge"], float(c.data.params["C"])))
     assert float(parent.data.params["C_chosen"]) == float(winner.data.params["C"])
     assert parent.data.params["kernel_chosen"] == winner.data.params["kernel"]
     assert parent.data.params["C"] == "auto" and parent.data.params["image_size_used"] == "32"

@@ -83,7 +83,7 @@ def test_the_choice_depends_on_validation_not_on_anything_else():
     settings = SvmSettings(kernel="linear", search_trials=5)
     a = search_svm((x[:150], y[:150]), val_a, settings)
     b = search_svm((x[:150], y[:150]), val_b, settings)
-    assert max(t.val_roc_auc for t in a.trials) > 0.9 > max(t.val_roc_auc for t in b.trials)
+    assert max(t.roc_auc for t in a.trials) > 0.9 > max(t.roc_auc for t in b.trials)
 
 
 def test_cross_validated_search_scores_on_train_and_validation_together():
@@ -96,9 +96,9 @@ def test_cross_validated_search_scores_on_train_and_validation_together():
     on_val = search_svm(train, val, SvmSettings(kernel="linear", search_trials=3))
     pooled = search_svm(train, val, SvmSettings(kernel="linear", search_trials=3, search_data="train+val_cv"))
     assert on_val.search_data == "val" and pooled.search_data == "train+val_cv"
-    assert max(t.val_roc_auc for t in on_val.trials) < 0.2
-    assert min(t.val_roc_auc for t in pooled.trials) > 0.8
-    assert all(not math.isnan(t.val_hinge) for t in pooled.trials)
+    assert max(t.roc_auc for t in on_val.trials) < 0.2
+    assert min(t.roc_auc for t in pooled.trials) > 0.8
+    assert all(not math.isnan(t.hinge) for t in pooled.trials)
 
 
 def test_cross_validated_search_falls_back_to_validation_when_a_class_is_too_small_for_the_folds():
