@@ -81,6 +81,10 @@ def main(argv=None) -> None:
                             on_trial=log_trial)
         mlflow.log_params({"C_chosen": search.C, "kernel_chosen": search.kernel, "search_trials_run": len(search.trials),
                            "search_data_used": search.search_data})
+        if search.searched and search.search_data != settings.search_data:
+            print(f"search_data={settings.search_data}: too few images of a class for {settings.search_folds} folds, "
+                  f"so the search scored on the validation split (param search_data_used); lower search_folds "
+                  f"to cross-validate")
         pipeline = fit_svm(features["train"], prepared.y["train"], C=search.C, kernel=search.kernel, seed=args.seed,
                            log_features=settings.log_features)
         p_val = pipeline.predict_proba(features["val"])[:, 1]

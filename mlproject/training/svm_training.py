@@ -156,7 +156,8 @@ def best_trial(trials: list[Trial], tie_break: str = "hinge") -> Trial:
         raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
     scored = [t for t in trials if not math.isnan(t.roc_auc)]
     if not scored:
-        raise ValueError("no search trial could be scored on the validation split (does it hold both classes?)")
+        raise ValueError("no search trial could be scored on its held-out images (does the validation split hold "
+                         "both classes?)")
     top = max(t.roc_auc for t in scored)
     tied = [t for t in scored if t.roc_auc >= top - 1e-9]
     if tie_break == "hinge":
