@@ -82,7 +82,8 @@ def one_repeat(x, y, seed: int) -> dict:
 
     rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=y[rest], random_state=seed)
-    search = search_svm((x[train], y[train]), (x[val], y[val]), SvmSettings(seed=seed, search_data="val"))  # the rule studied here
+    # scored on validation alone: the search these rules were studied with
+    search = search_svm((x[train], y[train]), (x[val], y[val]), SvmSettings(seed=seed, search_data="val"))
     top = max(t.roc_auc for t in search.trials)
     smallest = best_trial(search.trials, tie_break="smallest_C")
     row = {"seed": seed, "C": smallest.C, "kernel": smallest.kernel,

@@ -51,7 +51,7 @@ def svm_settings(args) -> SvmSettings:
 def log_trial(trial: Trial) -> None:
     """One search candidate as a child run of the entry point's run (MLflow's convention: the UI
     compares them side by side); its metrics are named by what they were scored on (``val_`` or ``cv_``)."""
-    prefix = "val_" if trial.scored_on == "val" else "cv_"
+    prefix = {"val": "val_", "train+val_cv": "cv_"}[trial.scored_on]
     with mlflow.start_run(run_name=f"svm-trial-{trial.number}", nested=True):
         mlflow.log_params({"C": trial.C, "kernel": trial.kernel, "trial": trial.number, "scored_on": trial.scored_on})
         mlflow.log_metrics({f"{prefix}roc_auc": trial.roc_auc, f"{prefix}hinge": trial.hinge,

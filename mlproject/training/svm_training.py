@@ -171,9 +171,10 @@ def _scorer(train, val, settings: SvmSettings) -> tuple[Callable[[float, str], t
     x_val, y_val = val
     scaler = Pipeline(_scaler(settings.log_features)).fit(x_train)
     x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
-    x_pool, y_pool = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]).astype(int)
+    y_pool = np.concatenate([y_train, y_val]).astype(int)
     counts = np.bincount(y_pool)
     if settings.search_data == "train+val_cv" and len(counts) >= 2 and counts.min() >= settings.search_folds:
+        x_pool = np.concatenate([x_train, x_val])
         folds = list(StratifiedKFold(settings.search_folds, shuffle=True, random_state=settings.seed)
                      .split(x_pool, y_pool))
 
