@@ -93,7 +93,7 @@ def test_cross_validated_search_scores_on_train_and_validation_together():
     x = rng.normal(size=(220, 6))
     y = (x[:, 0] > 0).astype(int)
     train, val = (x[:200], y[:200]), (x[200:], 1 - y[200:])
-    on_val = search_svm(train, val, SvmSettings(kernel="linear", search_trials=3))
+    on_val = search_svm(train, val, SvmSettings(kernel="linear", search_trials=3, search_data="val"))
     pooled = search_svm(train, val, SvmSettings(kernel="linear", search_trials=3, search_data="train+val_cv"))
     assert on_val.search_data == "val" and pooled.search_data == "train+val_cv"
     assert max(t.roc_auc for t in on_val.trials) < 0.2
