@@ -109,6 +109,9 @@ def test_a_round_killed_midway_then_rerun_ends_like_an_uninterrupted_one(crash_a
     from mlproject.loop.project import open_project
     from mlproject.loop.sync import run_round
 
+    import keras
+
+    keras.utils.set_random_seed(0)  # random weights: unseeded, a tiny champion may be confident on < 2 tasks
     tiny_champion()
     ls = ls_client(labelstudio)
     options = SyncOptions(model_name="alloop-defect-classifier", state_dir=tmp_path / "state", progress=False,
@@ -117,7 +120,8 @@ def test_a_round_killed_midway_then_rerun_ends_like_an_uninterrupted_one(crash_a
     connection = connection_from_env()
     clean_title, _ = make_project(labelstudio, synthetic_data, 24, "clean")
     crash_title, _ = make_project(labelstudio, synthetic_data, 24, "crash")
-    run_round(open_project(connection, clean_title), options)
+    uninterrupted = run_round(open_project(connection, clean_title), options)
+    assert uninterrupted.counts["auto_labelled"] >= 2, "the kill after the 2nd auto-label needs 2 auto-labels"
 
     class Killed(Exception):
         pass
