@@ -18,8 +18,8 @@ from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
-from mlproject.training.svm_training import (AUTO, KERNELS, SEARCH_DATA, SvmSettings, Trial, fit_svm,
-                                             out_of_fold_scores, parse_C, search_svm)
+from mlproject.training.svm_training import (AUTO, KERNELS, METRIC_PREFIX, SEARCH_DATA, SvmSettings, Trial,
+                                             fit_svm, out_of_fold_scores, parse_C, search_svm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def svm_settings(args) -> SvmSettings:
 def log_trial(trial: Trial) -> None:
     """One search candidate as a child run of the entry point's run (MLflow's convention: the UI
     compares them side by side); its metrics are named by what they were scored on (``val_`` or ``cv_``)."""
-    prefix = {"val": "val_", "train+val_cv": "cv_"}[trial.scored_on]
+    prefix = METRIC_PREFIX[trial.scored_on]
     with mlflow.start_run(run_name=f"svm-trial-{trial.number}", nested=True):
         mlflow.log_params({"C": trial.C, "kernel": trial.kernel, "trial": trial.number, "scored_on": trial.scored_on})
         mlflow.log_metrics({f"{prefix}roc_auc": trial.roc_auc, f"{prefix}hinge": trial.hinge,

@@ -32,6 +32,8 @@ KERNELS = ("linear", "rbf", "poly", "sigmoid")
 #: what each search trial is scored on: the validation split (fit on train), or k-fold cross-validation
 #: over train + validation together (each image held out once; never the test split)
 SEARCH_DATA = ("val", "train+val_cv")
+#: how a trial's metrics are named after what it was scored on
+METRIC_PREFIX = {"val": "val_", "train+val_cv": "cv_"}
 
 
 @dataclass(frozen=True)
