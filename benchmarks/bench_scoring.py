@@ -3,17 +3,17 @@
 Exact: every image in all 8 dihedral views, float32 (how a ``test_time_views=8`` model scored before
 fast scoring). Fast: what the registered model now does by default, one view, the other 7 only for
 images whose one-view score lies within ``view_gate_margin`` of the threshold, in bfloat16 where the
-CPU computes it natively and validation kept the decisions (``mlproject.training.keras_run.choose_fast_scoring``,
+CPU computes it natively (compiled by OpenVINO where it is installed) and validation kept the decisions (``mlproject.training.keras_run.choose_fast_scoring``,
 the function the ``frozen``/``finetune`` entry points call).
 
 The model: a ``frozen`` HED-VGG16 classifier at 512 px (default features, dense head trained on a
-stratified subset of DAGM class 1, conv blocks in bfloat16 for training as ``precision=auto`` does,
+stratified subset of DAGM class 1, on the 8 flip/rotation views unless ``--no-augment``, conv blocks in bfloat16 for training as ``precision=auto`` does,
 registered in float32). Threshold and gate come from a validation subset; the timed images are a
 disjoint test subset, never used to choose anything. Both scorings run through
 ``mlflow.pyfunc.load_model`` on the saved model, so the settings are the ones that travel with it.
 Exact 8-view float32 scoring costs ~8 forward passes per image, so the subsets are small.
 
-Usage: python benchmarks/bench_scoring.py [--train 120 --val 24 --test 32]
+Usage: python benchmarks/bench_scoring.py [--train 120 --val 24 --test 32] [--no-augment]
 Writes the "scoring" key of benchmarks/results/stream.json (other keys are kept).
 """
 
@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--defect-share", type=float, default=0.25)
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="train on the 8 flip/rotation views (the recommended recipe's augment=true)")
     args = parser.parse_args()
 
     import keras
@@ -105,7 +107,7 @@ def main() -> None:
     trained = build_head_classifier("hed", size, trainable_blocks=0, precision=precision)
     train_head_classifier(trained, x["train"], y["train"], x["val"], y["val"],
                           HeadTrainingConfig(warmup_epochs=100, finetune_epochs=0, warmup_patience=10,
-                                             cache_frozen_outputs=True, seed=args.seed))
+                                             cache_frozen_outputs=True, augment=args.augment, seed=args.seed))
     classifier = build_head_classifier("hed", size, trainable_blocks=0, precision="float32")
     classifier.full.set_weights(trained.full.get_weights())
     del trained
@@ -161,7 +163,7 @@ def main() -> None:
         "command": "python benchmarks/bench_scoring.py " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} vCPUs, {platform.machine()}, native bfloat16: {native_bfloat16()}",
         "model": f"frozen HED-VGG16 {size}px, default features, head trained on {args.train} DAGM class-1 images "
-                 f"({precision} training, float32 registered), test_time_views={views}",
+                 f"({precision} training, augment={args.augment}, float32 registered), test_time_views={views}",
         "images": {"train": args.train, "val": args.val, "test": n, "defect_share": args.defect_share},
         "threshold": threshold, "fast_settings": fast, "validation": val_metrics,
         "exact_seconds": exact_s, "fast_seconds": [fast_1_s, fast_2_s], "score_and_embed_fast_seconds": embed_s,

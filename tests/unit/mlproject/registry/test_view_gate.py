@@ -1,4 +1,5 @@
-"""Fast scoring (one view, the other test-time views only near the threshold; optionally bfloat16)
+"""Fast scoring (one view, the other test-time views only near the threshold; optionally bfloat16,
+in TensorFlow or OpenVINO)
 gives the decisions exact scoring (every view, float32) gives, and models without its keys score exactly."""
 
 import io
@@ -9,7 +10,10 @@ import pytest
 from mlflow.pyfunc import PythonModelContext
 from PIL import Image
 
-from mlproject.models.variants import build_head_classifier
+from mlproject.data.decode import vgg_preprocess
+from mlproject.models import openvino_network
+from mlproject.models.openvino_network import OpenVinoNetwork
+from mlproject.models.variants import build_head_classifier, head_scores_and_embeddings
 from mlproject.models.views import (
     DIHEDRAL_VIEWS,
     choose_view_gate_margin,
@@ -194,21 +198,59 @@ def test_bfloat16_scoring_runs_a_bfloat16_twin_where_the_cpu_has_it_and_stays_cl
                           weights="none", model_version="", scoring_precision="float16")
 
 
-@pytest.mark.parametrize("bfloat16", [False, True])
-def test_fast_scoring_chosen_on_validation_keeps_validation_decisions(tiny, bfloat16):
+@pytest.mark.parametrize(("bfloat16", "openvino"), [(False, False), (True, False), (True, True)])
+def test_fast_scoring_chosen_on_validation_keeps_validation_decisions(tiny, bfloat16, openvino):
     fast, metrics = choose_fast_scoring(tiny["full"], tiny["val"], tiny["p_one"], tiny["p_all"], tiny["threshold"],
-                                        DIHEDRAL_VIEWS, bfloat16=bfloat16)
+                                        DIHEDRAL_VIEWS, bfloat16=bfloat16, openvino=openvino)
     assert metrics["view_gate_val_one_view_flips"] > 0 and fast["view_gate_margin"] > 0
-    assert metrics["fast_scoring_val_flips"] <= FAST_SCORING_FLIP_TOLERANCE * len(tiny["val"])
+    tolerated = FAST_SCORING_FLIP_TOLERANCE * len(tiny["val"])
+    assert metrics["fast_scoring_val_flips"] <= tolerated
+    tried = [name for name in ("openvino_bfloat16", "tensorflow_bfloat16") if f"{name}_scoring_val_flips" in metrics]
     if not bfloat16:
-        assert fast["scoring_precision"] == "float32" and "bfloat16_scoring_val_flips" not in metrics
-    else:  # kept only within the tolerance
-        within = metrics["bfloat16_scoring_val_flips"] <= FAST_SCORING_FLIP_TOLERANCE * len(tiny["val"])
-        assert (fast["scoring_precision"] == "bfloat16") == within
-    model = load(tiny, f"chosen-{bfloat16}", **fast)
+        assert fast["scoring_precision"] == "float32" and fast["scoring_engine"] == "tensorflow" and not tried
+    else:  # fastest first; each kept only within the tolerance, the next tried only if the one before failed
+        assert tried[0] == ("openvino_bfloat16" if openvino else "tensorflow_bfloat16")
+        kept = next((name for name in tried if metrics[f"{name}_scoring_val_flips"] <= tolerated), None)
+        assert f"{fast['scoring_engine']}_{fast['scoring_precision']}" == (kept or "tensorflow_float32")
+        assert tried[-1] == kept or len(tried) == (2 if openvino else 1)
+    model = load(tiny, f"chosen-{bfloat16}-{openvino}", **fast)
     out = model.predict(None, {"image": [png(i) for i in tiny["val"]]})
     flips = int(((out["p_defect"].to_numpy() >= tiny["threshold"]) != (tiny["p_all"] >= tiny["threshold"])).sum())
     assert flips <= max(metrics["fast_scoring_val_flips"], FAST_SCORING_FLIP_TOLERANCE * len(tiny["val"]))
+
+
+def test_an_openvino_model_scores_with_its_compiled_network_and_embeds_from_the_same_pass(tiny):
+    model = load(tiny, "openvino", view_gate_margin=0.0, scoring_precision="float32", scoring_engine="openvino")
+    assert isinstance(model.fast_keras_model, OpenVinoNetwork)
+    images = textures(12, seed=7)
+    frame = {"image": [png(i) for i in images]}
+    p32 = predict_in_batches(tiny["full"], images, progress=False)[:, 0]
+    out = model.predict(None, frame)
+    np.testing.assert_allclose(out["p_defect"], p32, rtol=1e-4, atol=1e-5)  # OpenVINO float32: Keras to rounding
+    p_defect, embeddings, good, errors = model.score_and_embed(frame["image"])
+    np.testing.assert_allclose(p_defect, out["p_defect"], rtol=1e-5, atol=1e-6)
+    _, keras_embeddings = head_scores_and_embeddings(tiny["full"], vgg_preprocess(images))
+    np.testing.assert_allclose(embeddings, keras_embeddings, rtol=1e-3, atol=1e-3 * np.abs(keras_embeddings).max())
+    assert good == list(range(len(images))) and not errors
+    np.testing.assert_allclose(model.predict(None, frame, params={"exact": True})["p_defect"],
+                               mean_over_views(lambda b: predict_in_batches(tiny["full"], b, progress=False)[:, 0],
+                                               images, DIHEDRAL_VIEWS), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="scoring_engine"):
+        model_config_dict(variant="finetune", image_size=SIZE, class_names=["ok", "defect"], threshold=0.5,
+                          weights="none", model_version="", scoring_engine="onnx")
+
+
+def test_an_openvino_model_loaded_without_openvino_scores_in_float32_and_says_so(tiny, monkeypatch, caplog):
+    # OpenVINO is installed here; a machine without it is stood in for by making the check say no.
+    monkeypatch.setattr(openvino_network, "openvino_available", lambda: False)
+    with caplog.at_level("WARNING", logger="alloop"):
+        model = load(tiny, "openvino-missing", view_gate_margin=0.0, scoring_precision="bfloat16",
+                     scoring_engine="openvino")
+    assert model.fast_keras_model is model.keras_model
+    assert "pip install openvino" in caplog.text
+    images = textures(4, seed=8)
+    np.testing.assert_allclose(model.predict(None, {"image": [png(i) for i in images]})["p_defect"],
+                               predict_in_batches(tiny["full"], images, progress=False)[:, 0], rtol=1e-5, atol=1e-7)
 
 
 def test_a_turned_image_gets_all_views_when_near_the_threshold():
