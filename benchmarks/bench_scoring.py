@@ -3,7 +3,7 @@
 Exact: every image in all 8 dihedral views, float32 (how a ``test_time_views=8`` model scored before
 fast scoring). Fast: what the registered model now does by default, one view, the other 7 only for
 images whose one-view score lies within ``view_gate_margin`` of the threshold, in bfloat16 where the
-CPU computes it natively (compiled by OpenVINO where it is installed) and validation kept the decisions (``mlproject.training.keras_run.choose_fast_scoring``,
+CPU computes it natively (compiled by OpenVINO where it is installed) and validation kept the decisions (``mlproject.training.fast_scoring.choose_fast_scoring``,
 the function the ``frozen``/``finetune`` entry points call).
 
 The model: a ``frozen`` HED-VGG16 classifier at 512 px (default features, dense head trained on a
@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--defect-share", type=float, default=0.25)
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-model", type=Path, default=REPO / "benchmarks" / "out" / "scoring_model",
+                        help="where the saved pyfunc model stays (bench_sync.py --champion-dir scores a stream with it)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                         help="train on the 8 flip/rotation views (the recommended recipe's augment=true)")
     args = parser.parse_args()
@@ -93,7 +96,8 @@ def main() -> None:
     )
     from mlproject.training.batches import predict_in_batches
     from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
-    from mlproject.training.keras_run import choose_fast_scoring, resolve_precision
+    from mlproject.training.fast_scoring import choose_fast_scoring
+    from mlproject.training.keras_run import resolve_precision
 
     started = time.perf_counter()
     views, size = DIHEDRAL_VIEWS, args.image_size
@@ -133,6 +137,9 @@ def main() -> None:
         mlflow.pyfunc.save_model(str(model_dir), python_model=DefectClassifierModel(),
                                  artifacts={"keras_model": str(keras_path), "model_config": str(config_path)},
                                  code_paths=[package_dir()], signature=SIGNATURE, pip_requirements=pip_requirements())
+        if args.keep_model.exists():
+            shutil.rmtree(args.keep_model)
+        shutil.copytree(model_dir, args.keep_model)
         model = mlflow.pyfunc.load_model(str(model_dir))
         frame = pd.DataFrame({"image": [read_bytes(r) for r in parts["test"]],
                               "source": [Path(r.path).name for r in parts["test"]]})

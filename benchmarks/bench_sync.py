@@ -10,12 +10,14 @@ rounds run through the same code as `alloop sync` (``run_round``):
 * round 2 (steady state): predictions exist; the embeddings come from the cache.
 
 Bookkeeping = the round's wall time minus inference (reading the images and the model's forward
-pass) and minus loading the model. The model is deliberately tiny (random VGG16 weights, 32 px,
+pass) and minus loading the model. With ``--champion-dir`` a real model scores the stream and the
+round's inference share is what is measured. Without it the model is deliberately tiny (random VGG16 weights, 32 px,
 trained on DAGM class 1 by the `svm` entry point): what is measured here is the loop's own work, which does not
 depend on the model; loose thresholds make the auto-label cap (100 per class) the binding limit, the
 most writes a round can make.
 
     .venv/bin/python benchmarks/bench_sync.py --sizes 2000,10000
+    .venv/bin/python benchmarks/bench_sync.py --sizes 2000 --champion-dir benchmarks/out/scoring_model   # real inference
 
 Writes benchmarks/out/bench_sync.json; the figures go into benchmarks/RESULTS.md by hand.
 """
@@ -57,6 +59,37 @@ def register_tiny_champion():
     return ref
 
 
+def register_saved_champion(model_dir: Path, name: str):
+    """A saved pyfunc model (``bench_scoring.py --keep-model``: the 512-px, 8-view recipe; or a
+    registered one, ``mlflow artifacts download -u models:/NAME/VERSION``) logged and registered here
+    as ``name``'s champion: the stream is then scored by a real model, with its fast scoring."""
+    import json as json_
+
+    import mlflow
+
+    from integrations import mlflow_registry
+    from mlproject.registry.pyfunc import SIGNATURE, DefectClassifierModel, package_dir, pip_requirements
+
+    existing = mlflow_registry.resolve(name, mlflow_registry.CHAMPION)
+    if existing is not None:
+        return existing
+    artifacts_dir = model_dir / "artifacts"
+    config_path = artifacts_dir / "model_config.json"
+    config = json_.loads(config_path.read_text())
+    artifacts = {"keras_model": str(next(artifacts_dir.glob("*.keras"))), "model_config": str(config_path)}
+    if (artifacts_dir / "svm.joblib").exists():
+        artifacts["sklearn_model"] = str(artifacts_dir / "svm.joblib")
+    mlflow.set_experiment("bench-sync")
+    with mlflow.start_run(run_name=f"saved-{model_dir.name}"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=DefectClassifierModel(), artifacts=artifacts,
+                                       code_paths=[package_dir()], signature=SIGNATURE,
+                                       pip_requirements=pip_requirements())
+    ref = mlflow_registry.register(info.model_uri, name, tags={"variant": config["variant"],
+                                                               "image_size": config["image_size"]})
+    mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)
+    return ref
+
+
 def make_project(ls, size: int, images: list[str]) -> int:
     from integrations.labelstudio.project import image_choices_config
 
@@ -90,7 +123,11 @@ def summarise(report, wall: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000,10000")
+    parser.add_argument("--champion-dir", type=Path, default=None,
+                        help="a pyfunc model folder (bench_scoring.py --keep-model) to score with instead of the "
+                             "tiny model: inference is then real and its share of the round is what is measured")
     args = parser.parse_args()
+    model_name = MODEL if args.champion_dir is None else f"bench-sync-{args.champion_dir.name}"
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{OUT / 'mlflow.db'}"
     import mlflow
@@ -117,14 +154,15 @@ def main() -> None:
             target = OUT / "files" / "dagm" / name
             if not target.exists():
                 shutil.copy(record.path, target)
-        champion = register_tiny_champion()
+        champion = register_tiny_champion() if args.champion_dir is None else register_saved_champion(
+            args.champion_dir.resolve(), model_name)
         ls = LabelStudio(base_url=settings.url, api_key=settings.api_key)
         connection = Connection(settings.url, settings.api_key, settings.document_root)
-        options = SyncOptions(model_name=MODEL, state_dir=OUT / "state", progress=False,
+        options = SyncOptions(model_name=model_name, state_dir=OUT / "state", progress=False,
                               policy=PolicyConfig(tau=0.6, cluster_confidence=0.6, cluster_agreement=0.6,
                                                   max_auto_per_class=100, human_budget=20),
                               retrain_after=10**6)
-        results = {"champion": str(champion), "sizes": {}}
+        results = {"champion": str(champion), "champion_dir": str(args.champion_dir or ""), "sizes": {}}
         for size in [int(s) for s in args.sizes.split(",")]:
             started = time.perf_counter()
             project_id = make_project(ls, size, sorted(truth))
@@ -139,7 +177,8 @@ def main() -> None:
                 if name == "round1_cold":
                     rounds["answered_by_simulated_annotator"] = annotate_queue(ls, project_id, truth)
             results["sizes"][size] = {"import_s": round(import_s, 1), **rounds}
-        (OUT / "bench_sync.json").write_text(json.dumps(results, indent=2))
+        (OUT / ("bench_sync.json" if args.champion_dir is None else f"bench_sync_{args.champion_dir.name}.json")
+         ).write_text(json.dumps(results, indent=2))
         print(json.dumps(results, indent=2))
     finally:
         stop(OUT / "labelstudio.json")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,6 +45,9 @@ class OpenVinoNetwork:
         self.with_embeddings = with_embeddings
         self.precision = precision
         self._request = compiled.create_infer_request()
+        # One request, used by one caller at a time (the backend predicts from a thread pool): each
+        # call already uses every core, so serialising costs no throughput.
+        self._lock = threading.Lock()
         # As a one-output Keras model shows itself (``__call__`` gives the first output only).
         dims = compiled.outputs[0].get_partial_shape()
         self.output = SimpleNamespace(shape=tuple(d.get_length() if d.is_static else None for d in dims))
@@ -52,9 +56,10 @@ class OpenVinoNetwork:
     def _run(self, batch) -> list[np.ndarray]:
         batch = np.asarray(batch, dtype=np.float32)
         parts = []
-        for start in range(0, len(batch), INFER_CHUNK):
-            result = self._request.infer({0: np.ascontiguousarray(batch[start : start + INFER_CHUNK])})
-            parts.append([np.array(result[output], dtype=np.float32) for output in self._compiled.outputs])
+        with self._lock:
+            for start in range(0, len(batch), INFER_CHUNK):
+                result = self._request.infer({0: np.ascontiguousarray(batch[start : start + INFER_CHUNK])})
+                parts.append([np.array(result[output], dtype=np.float32) for output in self._compiled.outputs])
         if not parts:
             return [np.zeros((0, *(d.get_length() for d in list(output.get_partial_shape())[1:])), np.float32)
                     for output in self._compiled.outputs]

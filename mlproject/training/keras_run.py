@@ -13,11 +13,11 @@ from integrations import mlflow_registry, mlflow_runs
 from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
 from mlproject.models.variants import PRECISIONS, build_head_classifier
-from mlproject.models.openvino_network import openvino_available
-from mlproject.registry.pyfunc import DefectClassifierModel, fast_network, model_config_dict, native_bfloat16
+from mlproject.models.views import TEST_TIME_VIEWS, mean_over_views
+from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
-from mlproject.models.views import TEST_TIME_VIEWS, choose_view_gate_margin, gated_mean_over_views, mean_over_views
 from mlproject.training.batches import predict_in_batches
+from mlproject.training.fast_scoring import choose_fast_scoring, fast_scores
 from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
 
 log = logging.getLogger("alloop")
@@ -42,65 +42,6 @@ def resolve_precision(choice: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> tup
         if flag in flags:
             return "bfloat16", f"auto: the CPU has {flag}"
     return "float32", "auto: no native bfloat16 on this CPU"
-
-
-#: The share of validation decisions fast scoring may change against exact scoring (every view, float32).
-FAST_SCORING_FLIP_TOLERANCE = 0.005
-
-
-def fast_scoring_candidates(*, bfloat16: bool, openvino: bool) -> list[dict]:
-    """The fast networks worth trying, fastest first (float32 TensorFlow, the fallback, is not listed):
-    OpenVINO in bfloat16 (about 9x TensorFlow float32 per VGG16 pass at 512 px with AMX), then
-    TensorFlow's bfloat16 twin (about 3x)."""
-    if not bfloat16:
-        return []
-    engines = ("openvino", "tensorflow") if openvino else ("tensorflow",)
-    return [{"scoring_engine": engine, "scoring_precision": "bfloat16"} for engine in engines]
-
-
-def choose_fast_scoring(full_model, images_uint8: np.ndarray, p_one: np.ndarray, p_all: np.ndarray, threshold: float,
-                        views: int, *, bfloat16: bool | None = None, openvino: bool | None = None,
-                        desc: str = "val") -> tuple[dict, dict]:
-    """How the registered model scores fast, chosen on validation: ``(model_config_dict keys, metrics)``.
-
-    ``p_one`` and ``p_all`` are the float32 one-view and all-view scores of ``images_uint8``. Each
-    candidate network (:func:`fast_scoring_candidates`; bfloat16 where the CPU has it natively and
-    OpenVINO where it is installed, unless ``bfloat16`` / ``openvino`` say otherwise) gets its own gate
-    (:func:`~mlproject.models.views.choose_view_gate_margin`, on its own one-view scores); the first
-    whose whole fast path changes at most :data:`FAST_SCORING_FLIP_TOLERANCE` of the validation
-    decisions is kept, else float32 TensorFlow with the gate."""
-    p_all = np.asarray(p_all, dtype=np.float64)
-    exact_decisions = p_all >= threshold
-    gate = choose_view_gate_margin(p_one, p_all, threshold)
-    chosen, settings, flips = gate, {"scoring_engine": "tensorflow", "scoring_precision": "float32"}, gate.flips_gated
-    metrics = {}
-    candidates = fast_scoring_candidates(bfloat16=native_bfloat16() if bfloat16 is None else bfloat16,
-                                         openvino=openvino_available() if openvino is None else openvino)
-    for candidate in candidates:
-        network = fast_network(full_model, candidate)
-        name = f"{candidate['scoring_engine']}_{candidate['scoring_precision']}"
-
-        def one_view(images, network=network, name=name):
-            return predict_in_batches(network, images, desc=f"{desc} ({name})")[:, 0]
-
-        p_one_fast = one_view(images_uint8)
-        gate_fast = choose_view_gate_margin(p_one_fast, p_all, threshold)
-        p_fast, _ = gated_mean_over_views(one_view, images_uint8, views, threshold=threshold, margin=gate_fast.margin,
-                                          first=p_one_fast)
-        flips_fast = int(((p_fast >= threshold) != exact_decisions).sum())
-        metrics.update({f"{name}_scoring_val_flips": flips_fast,
-                        f"{name}_scoring_val_max_abs_diff": float(np.max(np.abs(p_one_fast - p_one), initial=0))})
-        if flips_fast <= FAST_SCORING_FLIP_TOLERANCE * len(p_all):
-            chosen, settings, flips = gate_fast, candidate, flips_fast
-            break
-    metrics.update({"view_gate_margin": chosen.margin, "view_gate_val_fraction": chosen.fraction_gated,
-                    "view_gate_val_one_view_flips": chosen.flips_one_view, "fast_scoring_val_flips": flips,
-                    "fast_scoring_bfloat16": float(settings["scoring_precision"] == "bfloat16"),
-                    "fast_scoring_openvino": float(settings["scoring_engine"] == "openvino")})
-    log.info("fast scoring: %s %s, all %d views within %.4f of the threshold (%.0f%% of validation images); "
-             "%d validation decisions differ from exact scoring", settings["scoring_engine"],
-             settings["scoring_precision"], views, chosen.margin, 100 * chosen.fraction_gated, flips)
-    return {"view_gate_margin": chosen.margin, **settings}, metrics
 
 
 def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadTrainingConfig) -> None:
@@ -180,14 +121,6 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
             ref = common.register_model(DefectClassifierModel(), {"keras_model": str(keras_path)}, model_config,
                                         prepared, common.RegistrationSettings.from_args(args), variant)
         common.print_where_to_look(ref)
-
-
-def fast_scores(full_model, images_uint8: np.ndarray, threshold: float, views: int, *, view_gate_margin: float,
-                **network_settings) -> np.ndarray:
-    """P(defect) as the registered model with these fast-scoring settings gives it."""
-    network = fast_network(full_model, network_settings)
-    return gated_mean_over_views(lambda images: predict_in_batches(network, images, desc="test (fast)")[:, 0],
-                                 images_uint8, views, threshold=threshold, margin=view_gate_margin)[0]
 
 
 def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:

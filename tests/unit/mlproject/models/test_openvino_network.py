@@ -58,3 +58,16 @@ def test_a_feature_extractor_compiles_without_an_embeddings_output():
         network.scores_and_embeddings(x)
     with pytest.raises(ValueError, match="precision"):
         compile_network(extractor, "float16")
+
+
+def test_callers_in_several_threads_each_get_their_own_batch_scored(head_network):
+    # The ML backend predicts from a thread pool; the compiled network serves one caller at a time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    network = compile_network(head_network, "float32")
+    batches = [vgg_preprocess(images(3, seed=s)) for s in range(8)]
+    expected = [np.asarray(head_network(b, training=False)) for b in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(network, batches))
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)

@@ -31,7 +31,7 @@ from mlproject.registry.pyfunc import (
 )
 from mlproject.training.batches import predict_in_batches
 from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
-from mlproject.training.keras_run import FAST_SCORING_FLIP_TOLERANCE, choose_fast_scoring
+from mlproject.training.fast_scoring import FAST_SCORING_FLIP_TOLERANCE, choose_fast_scoring
 
 SIZE = 32
 
