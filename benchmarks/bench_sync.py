@@ -83,7 +83,8 @@ def register_saved_champion(model_dir: Path, name: str):
     with mlflow.start_run(run_name=f"saved-{model_dir.name}"):
         info = mlflow.pyfunc.log_model(name="model", python_model=DefectClassifierModel(), artifacts=artifacts,
                                        code_paths=[package_dir()], signature=SIGNATURE,
-                                       pip_requirements=pip_requirements())
+                                       pip_requirements=pip_requirements(),
+                                       model_config={"model_version": config.get("model_version", "")})
     ref = mlflow_registry.register(info.model_uri, name, tags={"variant": config["variant"],
                                                                "image_size": config["image_size"]})
     mlflow_registry.set_alias(ref, mlflow_registry.CHAMPION)

@@ -18,7 +18,6 @@ from mlproject.models.variants import build_feature_extractor
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
-from mlproject.training.fast_scoring import choose_fast_scoring, fast_scores
 from mlproject.training.svm_training import (AUTO, KERNELS, METRIC_PREFIX, SEARCH_DATA, SvmSettings, Trial,
                                              fit_svm, out_of_fold_scores, parse_C, search_svm)
 
@@ -104,25 +103,13 @@ def main(argv=None) -> None:
                 f"{prefix}loss": log_loss(prepared.y[name], np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]),
             }, step=0)
         p_test = pipeline.predict_proba(features["test"])[:, 1]
-
-        def score(network, images):  # one view through a (fast) extractor, then the SVM
-            return pipeline.predict_proba(predict_in_batches(network, images, batch_size=args.batch_size,
-                                                             desc="VGG16 features (fast)"))[:, 1]
-
-        # The registered model scores fast where validation keeps its decisions; the test report shows what it serves.
-        fast, fast_metrics = choose_fast_scoring(extractor, prepared.x["val"], p_val, p_val, threshold, 1, score=score)
-        mlflow.log_params(fast)
-        mlflow.log_metrics(fast_metrics)
-        if fast["scoring_engine"] != "tensorflow" or fast["scoring_precision"] != "float32":
-            p_test_exact, p_test = p_test, fast_scores(extractor, prepared.x["test"], threshold, 1, score=score, **fast)
-            mlflow.log_metric("fast_scoring_test_flips", int(((p_test >= threshold) != (p_test_exact >= threshold)).sum()))
         common.log_test_report(prepared, p_test, threshold)
         with tempfile.TemporaryDirectory() as tmp:
             keras_path, svm_path = Path(tmp) / "feature_extractor.keras", Path(tmp) / "svm.joblib"
             extractor.save(keras_path)
             joblib.dump(pipeline, svm_path)
             config = model_config_dict(variant="svm", image_size=prepared.image_size, class_names=prepared.class_names,
-                                       threshold=threshold, weights=args.weights, model_version="", **fast)
+                                       threshold=threshold, weights=args.weights, model_version="")
             ref = common.register_model(DefectClassifierModel(),
                                         {"keras_model": str(keras_path), "sklearn_model": str(svm_path)},
                                         config, prepared, common.RegistrationSettings.from_args(args), "svm")

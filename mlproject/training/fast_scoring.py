@@ -1,6 +1,8 @@
 """How the registered model scores fast, chosen on validation: which network (TensorFlow float32,
 TensorFlow's bfloat16 twin, or an OpenVINO bfloat16 compilation) and, with test-time views, the
-gate that gives the other views only to images near the threshold. Shared by every entry point."""
+gate that gives the other views only to images near the threshold. The ``frozen``/``finetune``
+entry points call it; a one-view model with its own scorer (features, then a classifier) works too,
+but ``svm`` does not use it yet: its extra passes cost 1.5-3 min a run (benchmarks/RESULTS.md, run 7)."""
 
 from __future__ import annotations
 
