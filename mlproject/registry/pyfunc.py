@@ -14,14 +14,16 @@ Output: a DataFrame, one row per input row, with ``p_defect`` (float; NaN when t
 be decoded), ``label`` (the class at the model's threshold; empty on error), ``model_version``
 and ``error`` (empty, or why that image could not be read).
 
-Fast scoring: a model whose config has ``view_gate_margin`` scores one view of each image and the
-other test-time views only where that score lies within the margin of the threshold (chosen on
-validation at registration: farther out the views did not change decisions); one with
+Fast scoring: a model whose config has ``view_gate_margins`` scores its test-time views one at a
+time and stops an image as soon as the remaining views cannot change its decision (its score is
+then the mean of the views it got), or, after 1, 2 or 4 views, as soon as the running mean is as far
+from the threshold as validation said was safe at registration. One with
 ``scoring_precision: bfloat16`` runs its conv blocks in bfloat16 where the CPU computes it natively,
 in TensorFlow or, with ``scoring_engine: openvino``, compiled by OpenVINO at load time (about 3x
 faster again on CPUs with AMX; where OpenVINO is not installed the model scores in TensorFlow float32,
 with a warning). ``exact`` (a predict param, or ``model_config={"exact": True}`` at load) scores every view in
-float32 instead. Models registered without those keys score exactly.
+float32 instead. Models registered without those keys score exactly; those registered with the
+single one-view ``view_gate_margin`` use it as their margin after one view.
 """
 
 from __future__ import annotations
@@ -162,10 +164,11 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         return int(self.config.get("test_time_views", 1))  # models registered before it existed: 1
 
     @property
-    def view_gate_margin(self) -> float | None:
-        """How close to the threshold a one-view score must be to get the other views; None: all views always."""
-        margin = self.config.get("view_gate_margin")  # models registered before it existed: None
-        return None if margin is None else float(margin)
+    def view_gate_margins(self) -> dict[int, float] | None:
+        """Views seen -> how far from the threshold the running mean must be to stop; None: all views always."""
+        from mlproject.models.views import margins_from_config
+
+        return margins_from_config(self.config)
 
     def _network(self, exact: bool):
         return self.keras_model if exact else getattr(self, "fast_keras_model", self.keras_model)
@@ -175,7 +178,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         """P(defect) for a batch of preprocessed images: the mean over the model's test-time views,
         fast (see the module) unless ``exact`` (default: the model's ``exact`` setting). ``first``:
         the view-0 scores, when the caller has them from the same network."""
-        from mlproject.models.views import gated_mean_over_views, mean_over_views
+        from mlproject.models.views import mean_over_views, staged_mean_over_views
 
         exact = getattr(self, "exact", False) if exact is None else bool(exact)
         network = self._network(exact)
@@ -183,11 +186,11 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         def one_view(images):
             return self._predict_one_view(images, network)
 
-        margin = self.view_gate_margin
-        if exact or margin is None or self.test_time_views == 1:
+        margins = self.view_gate_margins
+        if exact or margins is None or self.test_time_views == 1:
             return mean_over_views(one_view, batch, self.test_time_views, first=first)
-        return gated_mean_over_views(one_view, batch, self.test_time_views, threshold=float(self.config["threshold"]),
-                                     margin=margin, first=first)[0]
+        return staged_mean_over_views(one_view, batch, self.test_time_views, threshold=float(self.config["threshold"]),
+                                      margins=margins, first=first)[0]
 
     def _predict_one_view(self, batch: np.ndarray, network=None) -> np.ndarray:
         network = self.keras_model if network is None else network
@@ -207,7 +210,7 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
         head's standardisation; models registered before the multi-block head: the global average of
         the last block's output), of each image
         as it is. With test-time views, P(defect) is their mean, as :meth:`predict` gives it (the
-        other 7 passes, for every image or, fast, only near the threshold; ``exact`` as there).
+        other passes, for every image or, fast, only until its decision is settled; ``exact`` as there).
         Returns ``(p_defect, embeddings, good_indices, errors)``; undecodable images are left out of
         the first three and listed in ``errors`` (one :class:`BadImageError` each).
         """
@@ -279,15 +282,16 @@ class DefectClassifierModel(mlflow.pyfunc.PythonModel):
 
 def model_config_dict(*, variant: str, image_size: int, class_names, threshold: float, weights: str,
                       model_version: str, batch_size: int = 32, test_time_views: int = 1,
-                      fit: str = TRAINING_FIT, view_gate_margin: float | None = None,
+                      fit: str = TRAINING_FIT, view_gate_margins: dict | None = None,
                       scoring_precision: str = "float32", scoring_engine: str = "tensorflow") -> dict:
-    """``view_gate_margin`` (None: every view for every image), ``scoring_precision`` and
-    ``scoring_engine``: fast scoring, see the module; all chosen on validation."""
+    """``view_gate_margins`` (views seen -> margin; None: every view for every image),
+    ``scoring_precision`` and ``scoring_engine``: fast scoring, see the module; all chosen on validation."""
     if scoring_precision not in SCORING_PRECISIONS:
         raise ValueError(f"scoring_precision must be one of {SCORING_PRECISIONS}, got {scoring_precision!r}")
     if scoring_engine not in SCORING_ENGINES:
         raise ValueError(f"scoring_engine must be one of {SCORING_ENGINES}, got {scoring_engine!r}")
-    fast = {} if view_gate_margin is None else {"view_gate_margin": float(view_gate_margin)}
+    fast = {} if view_gate_margins is None else {
+        "view_gate_margins": {str(int(seen)): float(margin) for seen, margin in view_gate_margins.items()}}
     if scoring_precision != "float32":
         fast["scoring_precision"] = scoring_precision
     if scoring_engine != "tensorflow":

@@ -1,6 +1,6 @@
 """How the registered model scores fast, chosen on validation: which network (TensorFlow float32,
 TensorFlow's bfloat16 twin, or an OpenVINO bfloat16 compilation) and, with test-time views, the
-gate that gives the other views only to images near the threshold. The ``frozen``/``finetune``
+gates that stop each image's views once its decision is settled. The ``frozen``/``finetune``
 entry points call it; a one-view model with its own scorer (features, then a classifier) works too,
 but ``svm`` does not use it yet: its extra passes cost 1.5-3 min a run (benchmarks/RESULTS.md, run 7)."""
 
@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from mlproject.models.openvino_network import openvino_available
-from mlproject.models.views import choose_view_gate_margin, gated_mean_over_views, mean_over_views
+from mlproject.models.views import choose_view_gates, mean_over_views, staged_mean_over_views, view_scores
 from mlproject.registry.pyfunc import fast_network, native_bfloat16
 from mlproject.training.batches import predict_in_batches
 
@@ -42,23 +42,25 @@ def fast_scoring_candidates(*, bfloat16: bool, openvino: bool) -> list[dict]:
     return [{"scoring_engine": engine, "scoring_precision": "bfloat16"} for engine in engines]
 
 
-def choose_fast_scoring(keras_model, images_uint8: np.ndarray, p_one: np.ndarray, p_all: np.ndarray, threshold: float,
-                        views: int, *, score: Scorer | None = None, bfloat16: bool | None = None,
+def choose_fast_scoring(keras_model, images_uint8: np.ndarray, p_views: np.ndarray, threshold: float, *,
+                        score: Scorer | None = None, bfloat16: bool | None = None,
                         openvino: bool | None = None) -> tuple[dict, dict]:
     """``(model_config_dict keys, metrics)`` for the registered model, from validation images.
 
-    ``p_one`` and ``p_all`` are the exact (float32) one-view and all-view scores of ``images_uint8``
-    (the same with one view); ``score`` how a network's one-view scores are read (default: a head
-    network's output). Each candidate network (:func:`fast_scoring_candidates`; bfloat16 where the
-    CPU has it natively and OpenVINO where it is installed, unless ``bfloat16`` / ``openvino`` say
-    otherwise) gets its own gate (:func:`~mlproject.models.views.choose_view_gate_margin`, on its own
-    one-view scores); the first whose whole fast path changes at most
-    :data:`FAST_SCORING_FLIP_TOLERANCE` of the validation decisions is kept, else float32 TensorFlow.
-    With one view there is no gate: the keys name the network only."""
+    ``p_views`` (N, views) holds the exact (float32) score of each view of ``images_uint8``
+    (:func:`~mlproject.models.views.view_scores`; one column with one view); ``score`` how a
+    network's one-view scores are read (default: a head network's output). Each candidate network
+    (:func:`fast_scoring_candidates`; bfloat16 where the CPU has it natively and OpenVINO where it is
+    installed, unless ``bfloat16`` / ``openvino`` say otherwise) gets its own gates
+    (:func:`~mlproject.models.views.choose_view_gates`, on its own per-view scores); the first whose
+    whole fast path changes at most :data:`FAST_SCORING_FLIP_TOLERANCE` of the validation decisions
+    is kept, else float32 TensorFlow. With one view there is no gate: the keys name the network only."""
     score = score or head_scorer()
-    p_all = np.asarray(p_all, dtype=np.float64)
+    p_views = np.asarray(p_views, dtype=np.float64)
+    views = p_views.shape[1]
+    p_all = p_views.mean(axis=1)
     exact_decisions = p_all >= threshold
-    gate = choose_view_gate_margin(p_one, p_all, threshold)
+    gate = choose_view_gates(p_views, p_all, threshold)
     chosen, settings, flips = gate, {"scoring_engine": "tensorflow", "scoring_precision": "float32"}, gate.flips_gated
     metrics = {}
     candidates = fast_scoring_candidates(bfloat16=native_bfloat16() if bfloat16 is None else bfloat16,
@@ -66,17 +68,14 @@ def choose_fast_scoring(keras_model, images_uint8: np.ndarray, p_one: np.ndarray
     for candidate in candidates:
         network = fast_network(keras_model, candidate)
         name = f"{candidate['scoring_engine']}_{candidate['scoring_precision']}"
-
-        def one_view(images, network=network):
-            return np.asarray(score(network, images), dtype=np.float64)
-
-        p_one_fast = one_view(images_uint8)
-        gate_fast = choose_view_gate_margin(p_one_fast, p_all, threshold)
-        p_fast = p_one_fast if views == 1 else gated_mean_over_views(
-            one_view, images_uint8, views, threshold=threshold, margin=gate_fast.margin, first=p_one_fast)[0]
-        flips_fast = int(((p_fast >= threshold) != exact_decisions).sum())
+        # Every view of every validation image (passes in the fast network): each stage's gate is
+        # measured on them, and what the staged path would do follows without another pass.
+        p_views_fast = view_scores(lambda images: np.asarray(score(network, images), dtype=np.float64),
+                                   images_uint8, views)
+        gate_fast = choose_view_gates(p_views_fast, p_all, threshold)
+        flips_fast = gate_fast.flips_gated if views > 1 else int(((p_views_fast[:, 0] >= threshold) != exact_decisions).sum())
         metrics.update({f"{name}_scoring_val_flips": flips_fast,
-                        f"{name}_scoring_val_max_abs_diff": float(np.max(np.abs(p_one_fast - p_one), initial=0))})
+                        f"{name}_scoring_val_max_abs_diff": float(np.max(np.abs(p_views_fast - p_views), initial=0))})
         if flips_fast <= FAST_SCORING_FLIP_TOLERANCE * len(p_all):
             chosen, settings, flips = gate_fast, candidate, flips_fast
             break
@@ -87,16 +86,19 @@ def choose_fast_scoring(keras_model, images_uint8: np.ndarray, p_one: np.ndarray
         log.info("fast scoring: %s %s; %d validation decisions differ from float32 TensorFlow",
                  settings["scoring_engine"], settings["scoring_precision"], flips)
         return settings, metrics
-    metrics.update({"view_gate_margin": chosen.margin, "view_gate_val_fraction": chosen.fraction_gated,
+    metrics.update({**{f"view_gate_margin_{seen}": margin for seen, margin in chosen.margins.items()},
+                    "view_gate_val_views_per_image": chosen.views_per_image,
+                    "view_gate_val_fraction_all_views": chosen.fraction_all_views,
                     "view_gate_val_one_view_flips": chosen.flips_one_view})
-    log.info("fast scoring: %s %s, all %d views within %.4f of the threshold (%.0f%% of validation images); "
+    log.info("fast scoring: %s %s, %.2f of %d views per validation image (all of them for %.0f%%; margins %s); "
              "%d validation decisions differ from exact scoring", settings["scoring_engine"],
-             settings["scoring_precision"], views, chosen.margin, 100 * chosen.fraction_gated, flips)
-    return {"view_gate_margin": chosen.margin, **settings}, metrics
+             settings["scoring_precision"], chosen.views_per_image, views, 100 * chosen.fraction_all_views,
+             ", ".join(f"{margin:.3f} after {seen}" for seen, margin in chosen.margins.items()), flips)
+    return {"view_gate_margins": chosen.margins, **settings}, metrics
 
 
 def fast_scores(keras_model, images_uint8: np.ndarray, threshold: float, views: int, *,
-                view_gate_margin: float | None = None, score: Scorer | None = None,
+                view_gate_margins: dict | None = None, score: Scorer | None = None,
                 **network_settings) -> np.ndarray:
     """P(defect) as the registered model with these fast-scoring settings gives it."""
     network = fast_network(keras_model, network_settings)
@@ -107,6 +109,6 @@ def fast_scores(keras_model, images_uint8: np.ndarray, threshold: float, views: 
 
     if views == 1:
         return one_view(images_uint8)
-    if view_gate_margin is None:
+    if view_gate_margins is None:
         return mean_over_views(one_view, images_uint8, views)
-    return gated_mean_over_views(one_view, images_uint8, views, threshold=threshold, margin=view_gate_margin)[0]
+    return staged_mean_over_views(one_view, images_uint8, views, threshold=threshold, margins=view_gate_margins)[0]

@@ -13,7 +13,7 @@ from integrations import mlflow_registry, mlflow_runs
 from mlproject.evaluation.threshold import resolve_threshold
 from mlproject.models.backbone import describe_weights
 from mlproject.models.variants import PRECISIONS, build_head_classifier
-from mlproject.models.views import TEST_TIME_VIEWS, mean_over_views
+from mlproject.models.views import TEST_TIME_VIEWS, view_scores
 from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
@@ -82,17 +82,17 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         def one_view(split):
             return predict_in_batches(classifier.full, prepared.x[split], desc=split)[:, 0]
 
-        def score(split, first=None):  # exactly: the mean over `views` views of each image
-            return mean_over_views(lambda images: predict_in_batches(classifier.full, images, desc=split)[:, 0],
-                                   prepared.x[split], views, first=first)
+        def score_views(split, first=None):  # exactly: each of the `views` views of each image, (N, views)
+            return view_scores(lambda images: predict_in_batches(classifier.full, images, desc=split)[:, 0],
+                               prepared.x[split], views, first=first)
 
         threshold = args.threshold
         p_val_one = p_val_training if precision == "float32" else None
-        if views > 1:
-            p_val_one = one_view("val") if p_val_one is None else p_val_one
-            p_val = score("val", first=p_val_one)
+        if views > 1 or p_val_one is None:
+            p_val_views = score_views("val", first=p_val_one)
         else:
-            p_val = score("val") if p_val_one is None else p_val_one
+            p_val_views = p_val_one[:, None]
+        p_val = p_val_views.mean(axis=1)
         if threshold == "auto":
             threshold = resolve_threshold(threshold, prepared.y["val"], p_val)
         if precision != "float32" and views == 1:
@@ -102,12 +102,12 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
             log.info("bfloat16 training vs float32 serving: %.1f%% of validation decisions agree", 100 * agree)
         mlflow.log_metric("operating_threshold", threshold)
         fast = {}
-        p_test = score("test")
+        p_test = score_views("test").mean(axis=1)
         if views > 1:
             # The registered model scores fast; the test report shows what it serves.
-            fast, fast_metrics = choose_fast_scoring(classifier.full, prepared.x["val"], p_val_one, p_val, threshold, views)
-            mlflow.log_params(fast)
-            mlflow.log_metrics(fast_metrics)
+            fast, fast_metrics = choose_fast_scoring(classifier.full, prepared.x["val"], p_val_views, threshold)
+            mlflow.log_params({key: value for key, value in fast.items() if key != "view_gate_margins"})
+            mlflow.log_metrics(fast_metrics)  # the margins are among them
             p_test_exact = p_test
             p_test = fast_scores(classifier.full, prepared.x["test"], threshold, views, **fast)
             mlflow.log_metric("fast_scoring_test_flips", int(((p_test >= threshold) != (p_test_exact >= threshold)).sum()))
@@ -138,7 +138,7 @@ def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
                        help="score each image as the mean P(defect) over its 8 flip/rotation views (8: "
                             "in the threshold, the test report and the registered model alike; pairs with "
                             "augment=true; the registered model scores the other 7 views only near the "
-                            "threshold, see view_gate_margin) or as it is (1)")
+                            "threshold, see view_gate_margins) or as it is (1)")
     group.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
                        help="the conv blocks' compute precision in training; auto: bfloat16 where the CPU "
                             "has it natively. The registered model computes in float32 (with 8 test-time views, "

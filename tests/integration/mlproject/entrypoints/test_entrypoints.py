@@ -83,6 +83,9 @@ def test_training_entry_point_registers_a_challenger(entry_point, extra, epochs,
         assert run.data.params["test_time_views"] == str(views)
         model = mlflow.pyfunc.load_model(f"models:/{name}@challenger").unwrap_python_model()
         assert model.test_time_views == views
+        if views > 1:  # registered with fast scoring: a gate after 1, 2 and 4 views, chosen on validation
+            assert set(model.view_gate_margins) == {1, 2, 4}
+            assert 1 <= run.data.metrics["view_gate_val_views_per_image"] <= views
 
 
 def test_promote_moves_champion_only_for_a_better_model_and_evaluate_scores_it(tracking_uri, synthetic_data):
