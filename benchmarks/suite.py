@@ -222,7 +222,20 @@ def write_results(rows: list[dict], meta: dict) -> None:
     print(table)
 
 
+def cpu_model() -> str:
+    """The CPU's model name: wall times differ several-fold between the machines these runs land on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main(argv=None) -> None:
+    from mlproject.registry.pyfunc import native_bfloat16
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="svm", help="comma-separated entry points")
     parser.add_argument("--datasets", default=",".join(DATASETS))
@@ -236,7 +249,8 @@ def main(argv=None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{OUT / 'suite.db'}"
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": git_commit(),
-            "machine": f"{os.cpu_count()} vCPUs, {platform.machine()}, no GPU",
+            "machine": f"{os.cpu_count()} vCPUs, {platform.machine()}, {cpu_model()}, native bfloat16: "
+                       f"{native_bfloat16()}, no GPU",
             "command": "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     rows = []
     for dataset in args.datasets.split(","):

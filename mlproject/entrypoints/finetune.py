@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     cache = (not args.augment) if args.cache_frozen_outputs == "auto" else common.str2bool(args.cache_frozen_outputs)
     config = HeadTrainingConfig(warmup_epochs=args.warmup_epochs, finetune_epochs=args.epochs,
-                                batch_size=args.batch_size, lr_head=args.lr_head, lr_finetune=args.lr_finetune,
+                                batch_size=args.batch_size, lr_finetune=args.lr_finetune,
                                 patience=args.patience, augment=args.augment, cache_frozen_outputs=cache,
                                 time_budget_s=args.time_budget_s, seed=args.seed)
     run_head_variant(args, variant="finetune", trainable_blocks=args.trainable_blocks, config=config)

@@ -23,7 +23,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     # The head reads pooled vectors: cached even with augmentation (8 vectors per image).
     config = HeadTrainingConfig(warmup_epochs=args.epochs, finetune_epochs=0, batch_size=args.batch_size,
-                                lr_head=args.lr_head, warmup_patience=args.patience, augment=args.augment,
+                                warmup_patience=args.patience, augment=args.augment,
                                 cache_frozen_outputs=True, time_budget_s=args.time_budget_s, seed=args.seed)
     run_head_variant(args, variant="frozen", trainable_blocks=0, config=config)
 

@@ -91,6 +91,22 @@ def _ordered_feature_layers(feature_layers, known: list[str]) -> list[str]:
     return sorted(dict.fromkeys(feature_layers), key=known.index)
 
 
+def build_head(features: int, *, dense_units: int = 256, dropout: float = 0.5) -> keras.Model:
+    """The head: standardise the ``features``-long vector, then a ReLU layer of ``dense_units`` (0: none,
+    a linear classifier, the logistic-regression baseline's shape) with dropout before each dense
+    layer, then P(defect)."""
+    if dense_units < 0 or not 0 <= dropout < 1:
+        raise ValueError(f"dense_units must be >= 0 and dropout in [0, 1), got {dense_units} and {dropout}")
+    head_input = keras.Input(shape=(features,), name="head_input")
+    h = Standardise(name="head_standardise", dtype="float32")(head_input)
+    h = keras.layers.Dropout(dropout, name="head_dropout1", dtype="float32")(h)
+    if dense_units:
+        h = keras.layers.Dense(dense_units, activation="relu", name="head_dense", dtype="float32")(h)
+        h = keras.layers.Dropout(dropout, name="head_dropout2", dtype="float32")(h)
+    h = keras.layers.Dense(1, activation="sigmoid", name="p_defect", dtype="float32")(h)
+    return keras.Model(head_input, h, name="head")
+
+
 def build_head_classifier(
     weights: str,
     image_size: int,
@@ -150,13 +166,7 @@ def build_head_classifier(
         vector = SignedLog1p(name="signed_log1p", dtype="float32")(vector)
     features_part = keras.Model(fixed_inputs, vector, name="features_from_fixed")
 
-    head_input = keras.Input(shape=tuple(vector.shape[1:]), name="head_input")
-    h = Standardise(name="head_standardise", dtype="float32")(head_input)
-    h = keras.layers.Dropout(dropout, name="head_dropout1", dtype="float32")(h)
-    h = keras.layers.Dense(dense_units, activation="relu", name="head_dense", dtype="float32")(h)
-    h = keras.layers.Dropout(dropout, name="head_dropout2", dtype="float32")(h)
-    h = keras.layers.Dense(1, activation="sigmoid", name="p_defect", dtype="float32")(h)
-    head = keras.Model(head_input, h, name="head")
+    head = build_head(int(vector.shape[-1]), dense_units=dense_units, dropout=dropout)
 
     trainable_part = keras.Model(fixed_inputs, head(features_part(fixed_inputs)), name="trainable_part")
     image = keras.Input(shape=(image_size, image_size, 3), name="image")

@@ -150,7 +150,7 @@ def _compile(model: keras.Model, learning_rate: float) -> None:
     )
 
 
-def _fit(model, train, validation, epochs, *, batch_size, patience, history, offset, on_epoch, extra=()):
+def _fit(model, train, validation, epochs, *, batch_size, patience, history, offset, on_epoch, extra=(), verbose=2):
     """``train`` is a batch sequence, or (x, y, sample weights) arrays shuffled by Keras."""
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
@@ -160,10 +160,10 @@ def _fit(model, train, validation, epochs, *, batch_size, patience, history, off
     if isinstance(train, tuple):
         x, y, w = train
         model.fit(x, y, sample_weight=w, validation_data=validation, epochs=epochs, batch_size=batch_size,
-                  shuffle=True, callbacks=callbacks, verbose=2)
+                  shuffle=True, callbacks=callbacks, verbose=verbose)
     else:
         try:
-            model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=2)
+            model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=verbose)
         finally:
             train.release()  # each phase makes its own; Keras would keep its data alive
     return len(history.get("loss", [])) - offset
@@ -180,6 +180,78 @@ def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
+@dataclass
+class TrainingInputs:
+    """What training reads besides the images, computed once: the fixed blocks' outputs (per training
+    view, and for validation; None when training from images) and the head's feature vectors (the
+    warm-up's training views, and validation). The head search trains its candidates on the vectors
+    too. :meth:`release` drops them (at 512 px with 8 views they take gigabytes)."""
+
+    fixed_train: list | None
+    fixed_val: list | None
+    vectors_train: list
+    vectors_val: np.ndarray | None
+    seconds: float
+
+    def release(self) -> None:
+        self.fixed_train = self.fixed_val = self.vectors_val = None
+        self.vectors_train = []
+
+
+def prepare_training_inputs(classifier: HeadClassifier, x_train: np.ndarray, x_val: np.ndarray,
+                            config: HeadTrainingConfig) -> TrainingInputs:
+    """The fixed blocks' outputs (cached, if ``config`` says so) and the head's feature vectors."""
+    started = time.perf_counter()
+    has_tail = classifier.tail is not None and config.finetune_epochs > 0
+    n_views = DIHEDRAL_VIEWS if config.augment else 1
+
+    def features_of(fixed_outputs):
+        return np.asarray(classifier.features_part.predict(fixed_outputs, batch_size=config.batch_size, verbose=0))
+
+    if not config.cache_frozen_outputs:
+        # Training from images (augmentation without a cache): the warm-up still runs on the
+        # vectors of the images as they are, one forward pass, then fine-tuning sees augmented images.
+        return TrainingInputs(None, None, [predict_in_batches(classifier.features, x_train, desc="features (train)")],
+                              predict_in_batches(classifier.features, x_val, desc="features (val)"),
+                              time.perf_counter() - started)
+    per_image_bytes = 4 * sum(int(np.prod(o.shape[1:])) for o in classifier.fixed.outputs)
+    check_cache_fits(len(x_train), len(x_val), n_views, per_image_bytes,
+                     forward_batch_bytes(classifier.fixed, CACHE_BATCH_SIZE), available_memory_bytes(),
+                     CACHE_BATCH_SIZE)
+
+    def fixed_outputs(images, desc):
+        return _as_list(predict_in_batches(classifier.fixed, images, batch_size=CACHE_BATCH_SIZE, desc=desc))
+
+    if config.augment:
+        fixed_train = [fixed_outputs(dihedral_view(x_train, v), f"frozen blocks (train, view {v + 1}/{n_views})")
+                       for v in range(n_views)]
+    else:
+        fixed_train = [fixed_outputs(x_train, "frozen blocks (train)")]
+    fixed_val = fixed_outputs(x_val, "frozen blocks (val)")
+    # During warm-up the tail is frozen too, so the feature vectors can be computed once. Frozen: the
+    # head is all that trains, so it sees the augmented views. Before fine-tuning it only needs a
+    # converged start, which the images as they are give at 1/8 of the cost.
+    vectors_train = [features_of(f) for f in (fixed_train if not has_tail else fixed_train[:1])]
+    return TrainingInputs(fixed_train, fixed_val, vectors_train, features_of(fixed_val), time.perf_counter() - started)
+
+
+def fit_head(head: keras.Model, vectors_train: list, y_train: np.ndarray, vectors_val: np.ndarray, y_val: np.ndarray,
+             config: HeadTrainingConfig, *, history: dict, on_epoch: EpochCallback | None = None,
+             verbose: int = 2) -> int:
+    """The head on cached vectors (one array per training view; with 8, each epoch draws one view per
+    image): its ``Standardise`` fitted on the training vectors, balanced class weights, at most
+    ``config.warmup_epochs`` at ``config.lr_head``, early stopping on the class-balanced validation
+    loss with the best epoch kept. Returns the epochs run (their logs are in ``history``)."""
+    y_train = np.asarray(y_train, dtype=np.float32)
+    y_val = np.asarray(y_val, dtype=np.float32)
+    head.get_layer("head_standardise").fit(np.concatenate(vectors_train))
+    _compile(head, config.lr_head)
+    return _fit(head, _train_data(vectors_train, y_train, balanced_sample_weights(y_train), config),
+                (vectors_val, y_val, balanced_sample_weights(y_val)), config.warmup_epochs,
+                batch_size=config.batch_size, patience=config.warmup_patience, history=history, offset=0,
+                on_epoch=on_epoch, verbose=verbose)
+
+
 def train_head_classifier(
     classifier: HeadClassifier,
     x_train: np.ndarray,
@@ -189,6 +261,8 @@ def train_head_classifier(
     config: HeadTrainingConfig,
     *,
     on_epoch: EpochCallback | None = None,
+    inputs: TrainingInputs | None = None,
+    started_at: float | None = None,
 ) -> dict:
     """Train ``classifier`` in place on uint8 images; return the per-epoch history.
 
@@ -196,57 +270,34 @@ def train_head_classifier(
     ``phase_boundary`` = [epochs of the warm-up] when a fine-tuning phase followed, ``kept`` ("warm-up"
     or "fine-tuned"), ``stopped_by_budget``, and ``val_p_defect``: P(defect) of each validation image
     under the weights kept (from the cached outputs where there are some: the operating point is
-    picked on these without another pass through the fixed blocks).
+    picked on these without another pass through the fixed blocks). ``inputs``: those
+    :func:`prepare_training_inputs` made for this classifier and config (computed here otherwise),
+    released on return; ``started_at``: when training began (``time.perf_counter``), for the time
+    budget and ``train_seconds`` (default: now).
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started_at is None else started_at
     deadline = None if config.time_budget_s is None else started + config.time_budget_s
+    inputs = inputs if inputs is not None else prepare_training_inputs(classifier, x_train, x_val, config)
+    try:
+        history = _train(classifier, x_train, y_train, x_val, y_val, config, inputs, deadline, on_epoch)
+    finally:
+        inputs.release()
+    history["train_seconds"] = time.perf_counter() - started
+    return history
+
+
+def _train(classifier, x_train, y_train, x_val, y_val, config, inputs: TrainingInputs, deadline, on_epoch) -> dict:
     keras.utils.set_random_seed(config.seed)
     y_train = np.asarray(y_train, dtype=np.float32)
     y_val = np.asarray(y_val, dtype=np.float32)
     weights, val_weights = balanced_sample_weights(y_train), balanced_sample_weights(y_val)
     history: dict = {"stopped_by_budget": False}
     has_tail = classifier.tail is not None and config.finetune_epochs > 0
-    n_views = DIHEDRAL_VIEWS if config.augment else 1
-
-    def features_of(fixed_outputs):
-        return np.asarray(classifier.features_part.predict(fixed_outputs, batch_size=config.batch_size, verbose=0))
-
-    if config.cache_frozen_outputs:
-        per_image_bytes = 4 * sum(int(np.prod(o.shape[1:])) for o in classifier.fixed.outputs)
-        check_cache_fits(len(x_train), len(x_val), n_views, per_image_bytes,
-                         forward_batch_bytes(classifier.fixed, CACHE_BATCH_SIZE), available_memory_bytes(),
-                         CACHE_BATCH_SIZE)
-
-        def fixed_outputs(images, desc):
-            return _as_list(predict_in_batches(classifier.fixed, images, batch_size=CACHE_BATCH_SIZE, desc=desc))
-
-        if config.augment:
-            fixed_train = [fixed_outputs(dihedral_view(x_train, v), f"frozen blocks (train, view {v + 1}/{n_views})")
-                           for v in range(n_views)]
-        else:
-            fixed_train = [fixed_outputs(x_train, "frozen blocks (train)")]
-        fixed_val = fixed_outputs(x_val, "frozen blocks (val)")
-        # During warm-up the tail is frozen too, so the feature vectors can be computed once.
-        vectors_train = [features_of(f) for f in (fixed_train if not has_tail else fixed_train[:1])]
-        vectors_val = features_of(fixed_val)
-    else:
-        # Training from images (augmentation without a cache): the warm-up still runs on the
-        # vectors of the images as they are, one forward pass, then fine-tuning sees augmented images.
-        fixed_train = fixed_val = None
-        vectors_train = [predict_in_batches(classifier.features, x_train, desc="features (train)")]
-        vectors_val = predict_in_batches(classifier.features, x_val, desc="features (val)")
-
+    fixed_train, fixed_val = inputs.fixed_train, inputs.fixed_val
     classifier.set_tail_trainable(False)
-    classifier.standardise.fit(np.concatenate(vectors_train))
-    _compile(classifier.head, config.lr_head)
-    # Frozen: the head is all that trains, so it sees the augmented views. Before fine-tuning it only
-    # needs a converged start, which the images as they are give at 1/8 of the cost (and the
-    # from-images path has no other views' vectors).
-    warmup_views = vectors_train if not has_tail else vectors_train[:1]
-    warmup = _fit(classifier.head, _train_data(warmup_views, y_train, weights, config),
-                  (vectors_val, y_val, val_weights), config.warmup_epochs, batch_size=config.batch_size,
-                  patience=config.warmup_patience, history=history, offset=0, on_epoch=on_epoch)
-    p_val = classifier.head.predict(vectors_val, batch_size=config.batch_size, verbose=0)
+    warmup = fit_head(classifier.head, inputs.vectors_train, y_train, inputs.vectors_val, y_val, config,
+                      history=history, on_epoch=on_epoch)
+    p_val = classifier.head.predict(inputs.vectors_val, batch_size=config.batch_size, verbose=0)
     history["kept"] = "warm-up"
     if has_tail:
         best_warmup = min(history["val_loss"][:warmup])
@@ -279,5 +330,4 @@ def train_head_classifier(
             classifier.trainable_part.set_weights(before)
     classifier.set_tail_trainable(False)
     history["val_p_defect"] = np.asarray(p_val, dtype=float)[:, 0]
-    history["train_seconds"] = time.perf_counter() - started
     return history

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -18,7 +20,8 @@ from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
 from mlproject.training.fast_scoring import choose_fast_scoring, fast_scores
-from mlproject.training.head_training import HeadTrainingConfig, train_head_classifier
+from mlproject.training.head_search import HeadChoice, HeadSearchSettings, HeadTrial, parse_auto, search_head
+from mlproject.training.head_training import HeadTrainingConfig, prepare_training_inputs, train_head_classifier
 
 log = logging.getLogger("alloop")
 
@@ -44,7 +47,23 @@ def resolve_precision(choice: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> tup
     return "float32", "auto: no native bfloat16 on this CPU"
 
 
+def head_search_settings(args) -> HeadSearchSettings:
+    return HeadSearchSettings(lr_head=args.lr_head, dropout=args.dropout, dense_units=args.dense_units,
+                              search_trials=args.head_search_trials, search_budget_s=args.head_search_budget_s,
+                              seed=args.seed)
+
+
+def log_head_trial(trial: HeadTrial) -> None:
+    """One head candidate as a child run of the entry point's run (the MLflow UI compares them)."""
+    with mlflow.start_run(run_name=f"head-trial-{trial.number}", nested=True):
+        mlflow.log_params({"lr_head": trial.choice.lr_head, "dropout": trial.choice.dropout,
+                           "dense_units": trial.choice.dense_units, "trial": trial.number, "scored_on": "val"})
+        mlflow.log_metrics({"val_loss": trial.val_loss, "val_roc_auc": trial.val_roc_auc, "epochs": trial.epochs,
+                            "fit_seconds": trial.seconds})
+
+
 def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadTrainingConfig) -> None:
+    """``config``'s ``lr_head`` is set here: given, or chosen by the head search (``auto``)."""
     mlflow_registry.configure_tracking()
     with mlflow.start_run(run_name=f"{variant}-{args.pattern}"):
         mlflow.set_tags({"variant": variant, "pattern": args.pattern})
@@ -53,19 +72,39 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
                                 "trainable_blocks": trainable_blocks, "precision_used": precision,
                                 "precision_reason": precision_reason,
                                 "weights_description": describe_weights(args.weights).description,
-                                **{f"train_{k}": v for k, v in config.__dict__.items()}})
+                                **{f"train_{k}": v for k, v in config.__dict__.items() if k != "lr_head"}})
         prepared = common.prepare_data(common.DataSettings.from_args(args))
         common.log_data(prepared)
 
-        def build(compute):
+        def build(compute, head: HeadChoice):
             return build_head_classifier(args.weights, prepared.image_size, trainable_blocks=trainable_blocks,
                                          feature_layers=common.feature_layers(args.feature_layers), pooling=args.pooling,
-                                         log_features=args.log_features, dense_units=args.dense_units,
-                                         dropout=args.dropout, precision=compute)
+                                         log_features=args.log_features, dense_units=head.dense_units,
+                                         dropout=head.dropout, precision=compute)
 
-        classifier = build(precision)
+        settings = head_search_settings(args)
+        head = settings.given_or_default()
+        classifier = build(precision, head)
+        started = time.perf_counter()  # the time budget counts the cache and the search too
+        inputs = prepare_training_inputs(classifier, prepared.x["train"], prepared.x["val"], config)
+        if settings.needs_search:
+            search = search_head(inputs.vectors_train, prepared.y["train"], inputs.vectors_val, prepared.y["val"],
+                                 settings, config, on_trial=log_head_trial)
+            mlflow.log_params({"lr_head_chosen": search.choice.lr_head, "dropout_chosen": search.choice.dropout,
+                               "dense_units_chosen": search.choice.dense_units,
+                               "head_search_trials_run": len(search.trials)})
+            if (search.choice.dense_units, search.choice.dropout) != (head.dense_units, head.dropout):
+                # Another head on the same blocks: the cached outputs and vectors stay valid.
+                rebuilt = build(precision, search.choice)
+                rebuilt.fixed.set_weights(classifier.fixed.get_weights())
+                if classifier.tail is not None:
+                    rebuilt.tail.set_weights(classifier.tail.get_weights())
+                classifier = rebuilt
+            head = search.choice
+        config = replace(config, lr_head=head.lr_head)
         history = train_head_classifier(classifier, prepared.x["train"], prepared.y["train"],
-                                        prepared.x["val"], prepared.y["val"], config, on_epoch=mlflow_runs.log_epoch)
+                                        prepared.x["val"], prepared.y["val"], config, on_epoch=mlflow_runs.log_epoch,
+                                        inputs=inputs, started_at=started)
         common.log_history(history)
         mlflow.log_metrics({"train_seconds": history["train_seconds"],
                             "stopped_by_budget": float(history["stopped_by_budget"])})
@@ -120,16 +159,28 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
                                              weights=args.weights, model_version="", test_time_views=views, **fast)
             ref = common.register_model(DefectClassifierModel(), {"keras_model": str(keras_path)}, model_config,
                                         prepared, common.RegistrationSettings.from_args(args), variant)
+        if settings.needs_search:
+            mlflow_registry.tag_version(ref, {"chosen.lr_head": head.lr_head, "chosen.dropout": head.dropout,
+                                              "chosen.dense_units": head.dense_units})
         common.print_where_to_look(ref)
 
 
 def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
     common.add_feature_arguments(parser)
     group = parser.add_argument_group("head")
-    group.add_argument("--dense-units", type=common.integer, default=256)
-    group.add_argument("--dropout", type=float, default=0.5)
+    defaults = HeadSearchSettings()
+    group.add_argument("--dense-units", type=parse_auto(int), default=defaults.dense_units,
+                       help="units of the head's hidden layer (0: a linear head), or 'auto' (searched)")
+    group.add_argument("--dropout", type=parse_auto(float), default=defaults.dropout,
+                       help="dropout before each of the head's dense layers, or 'auto' (searched)")
     group.add_argument("--batch-size", type=common.integer, default=16)
-    group.add_argument("--lr-head", type=float, default=1e-3, help="the head's learning rate (standardised inputs)")
+    group.add_argument("--lr-head", type=parse_auto(float), default=defaults.lr_head,
+                       help="the head's learning rate (standardised inputs), or 'auto' (searched)")
+    group.add_argument("--head-search-trials", type=common.integer, default=defaults.search_trials,
+                       help="at most this many head candidates when lr_head, dropout or dense_units is 'auto' "
+                            "(each trained on the cached feature vectors, scored on the validation split)")
+    group.add_argument("--head-search-budget-s", type=float, default=defaults.search_budget_s,
+                       help="and at most this many seconds of head search")
     group.add_argument("--patience", type=common.integer, default=patience, help=patience_help)
     group.add_argument("--augment", type=common.str2bool, default=False,
                        help="random flips and 90-degree rotations (label-preserving for textures); cached, "

@@ -181,6 +181,15 @@ def test_mlproject_declares_every_option_of_the_entry_point_with_its_default(nam
     assert vars(from_mlproject) == vars(parser.parse_args([])), "MLproject's defaults differ from the parser's"
 
 
+@pytest.mark.parametrize("name", ["frozen", "finetune"])
+def test_head_settings_can_be_searched_through_the_project_parameters(name):
+    _, args, _ = parser_and_args(project_entry_points()[name], {"lr_head": "auto", "dropout": "auto",
+                                                                "dense_units": "auto", "head_search_budget_s": 60})
+    assert (args.lr_head, args.dropout, args.dense_units, args.head_search_budget_s) == ("auto", "auto", "auto", 60.0)
+    _, given, _ = parser_and_args(project_entry_points()[name], {"dense_units": "0"})
+    assert given.dense_units == 0  # a linear head
+
+
 @pytest.mark.parametrize("name", ["svm", "frozen", "finetune", "evaluate", "promote"])
 def test_positive_label_is_a_project_parameter(name):
     _, args, _ = parser_and_args(project_entry_points()[name], {"positive_label": "scratch"})
