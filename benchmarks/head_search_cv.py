@@ -1,5 +1,6 @@
 """The `frozen` head: the fixed default (1e-3, dropout 0.5, 256 units) against the searched one
-(``lr_head=dropout=dense_units=auto``), compared without the test split.
+(``lr_head=dropout=dense_units=auto``, candidates scored on the validation split or cross-validated over
+train + validation: ``--search-data``), compared without the test split.
 
 As in ``svm_search_data_cv.py``: per dataset, the suite's split (`split_seed=0`) with its **test part
 dropped before anything is computed**; frozen HED features (stats of block3-5, 224 px, sign-log as the
@@ -55,7 +56,7 @@ def scored_head(x, y, train, val, test, choice, seed: int) -> dict:
             "epochs": epochs, "lr_head": choice.lr_head, "dropout": choice.dropout, "dense_units": choice.dense_units}
 
 
-def one_repeat(x, x_raw, y, seed: int, budget_s: float, trials: int) -> dict:
+def one_repeat(x, x_raw, y, seed: int, budget_s: float, trials: int, search_data: list[str]) -> dict:
     """``x``: what the head reads (sign-log stats); ``x_raw``: the stats, which the baseline views its own way."""
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
     from sklearn.model_selection import train_test_split
@@ -68,13 +69,15 @@ def one_repeat(x, x_raw, y, seed: int, budget_s: float, trials: int) -> dict:
     row: dict = {"seed": seed}
     fixed = HeadSearchSettings(seed=seed)
     row["fixed"] = scored_head(x, y, train, val, test, fixed.given_or_default(), seed)
-    started = time.perf_counter()
-    settings = HeadSearchSettings(lr_head=AUTO, dropout=AUTO, dense_units=AUTO, search_trials=trials,
-                                  search_budget_s=budget_s, seed=seed)
-    search = search_head([x[train]], y[train], x[val], y[val], settings,
-                         HeadTrainingConfig(finetune_epochs=0, seed=seed))
-    row["searched"] = {**scored_head(x, y, train, val, test, search.choice, seed),
-                       "search_s": round(time.perf_counter() - started, 1), "trials": len(search.trials)}
+    for choice in search_data:
+        started = time.perf_counter()
+        settings = HeadSearchSettings(lr_head=AUTO, dropout=AUTO, dense_units=AUTO, search_trials=trials,
+                                      search_budget_s=budget_s, search_data=choice, seed=seed)
+        search = search_head([x[train]], y[train], x[val], y[val], settings,
+                             HeadTrainingConfig(finetune_epochs=0, seed=seed))
+        row[f"searched_{choice}"] = {**scored_head(x, y, train, val, test, search.choice, seed),
+                                     "search_s": round(time.perf_counter() - started, 1), "trials": len(search.trials),
+                                     "search_data_used": search.search_data}
     model = baseline_model().fit(baseline_view(x_raw[train], STATS_WIDTHS), y[train])
     p = model.predict_proba(baseline_view(x_raw[test], STATS_WIDTHS))[:, 1]
     row["baseline"] = {"test_auc": float(roc_auc_score(y[test], p)),
@@ -88,6 +91,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=60.0)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--search-data", default="val,train+val_cv", help="comma-separated: what the search scores on")
+    parser.add_argument("--out", default="head_search_cv.json", help="file name under benchmarks/out")
     args = parser.parse_args(argv)
     from mlproject.models.feature_transforms import signed_log1p
 
@@ -99,20 +104,20 @@ def main(argv=None) -> None:
         x = np.asarray(signed_log1p(x_raw), dtype=np.float32)
         rows = []
         for seed in range(args.repeats):
-            row = one_repeat(x, x_raw, y, seed, args.budget_s, args.trials)
+            row = one_repeat(x, x_raw, y, seed, args.budget_s, args.trials, args.search_data.split(","))
             rows.append(row)
             print(dataset, json.dumps(row), flush=True)
+        names = ["fixed", *(f"searched_{c}" for c in args.search_data.split(",")), "baseline"]
         means = {name: {k: float(np.mean([r[name][k] for r in rows])) for k in ("test_auc", "test_bacc")}
-                 for name in ("fixed", "searched", "baseline")}
+                 for name in names}
         results["datasets"][dataset] = {"repeats": rows, "mean": means}
         print(dataset, "mean", json.dumps(means), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "head_search_cv.json").write_text(json.dumps(results, indent=2))
-    print("| dataset | fixed head bacc / AUC | searched head bacc / AUC | baseline bacc / AUC |")
+    (OUT / args.out).write_text(json.dumps(results, indent=2))
+    print("| dataset | " + " | ".join(f"{n} bacc / AUC" for n in names) + " |")
     for dataset, result in results["datasets"].items():
         m = result["mean"]
-        print(f"| {dataset} | " + " | ".join(f"{m[n]['test_bacc']:.4f} / {m[n]['test_auc']:.4f}"
-                                            for n in ("fixed", "searched", "baseline")) + " |")
+        print(f"| {dataset} | " + " | ".join(f"{m[n]['test_bacc']:.4f} / {m[n]['test_auc']:.4f}" for n in names) + " |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ so a candidate costs seconds: each is a fresh head trained by the warm-up's own
 :func:`~mlproject.training.head_training.fit_head` on the training vectors, with early stopping on
 the validation split, and scored by its best class-balanced validation loss (what early stopping
 minimises; continuous, so a validation split with few defects still ranks candidates where AUC
-ties). Nothing else is seen: the test split never reaches the search. Optuna's TPE, seeded, within
+ties). With ``search_data="train+val_cv"`` each candidate is instead trained and scored once per
+stratified fold of train + validation together (every image held out once; as the ``svm`` search
+does). Nothing else is seen: the test split never reaches the search. Optuna's TPE, seeded, within
 a trial count and a time budget. Wider heads overfit small training sets (suite, DAGM: validation
 loss 1.03 -> 2.75 with the fixed 256-unit head), so the space reaches down to a linear head.
 """
@@ -20,10 +22,11 @@ from typing import Callable
 
 import keras
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
 from mlproject.models.variants import build_head
 from mlproject.training.head_training import HeadTrainingConfig, fit_head
-from mlproject.training.svm_training import validation_auc
+from mlproject.training.svm_training import METRIC_PREFIX, SEARCH_DATA, validation_auc
 
 AUTO = "auto"
 #: each setting's default (the entry points' parsers show these): the fixed head the suite measured
@@ -58,6 +61,9 @@ class HeadSearchSettings:
     lr_range: tuple[float, float] = (1e-4, 1e-2)
     dropout_range: tuple[float, float] = (0.0, 0.7)
     dense_units_choices: tuple[int, ...] = (0, 64, 256)
+    #: what each candidate is scored on (:data:`~mlproject.training.svm_training.SEARCH_DATA`)
+    search_data: str = "val"
+    search_folds: int = 5
     seed: int = 0
 
     def __post_init__(self):
@@ -70,6 +76,10 @@ class HeadSearchSettings:
                              f"got {self.dense_units!r}")
         if self.search_trials < 1 or self.search_budget_s <= 0:
             raise ValueError("head_search_trials must be >= 1 and head_search_budget_s > 0")
+        if self.search_data not in SEARCH_DATA:
+            raise ValueError(f"head_search_data must be one of {SEARCH_DATA}, got {self.search_data!r}")
+        if self.search_folds < 2:
+            raise ValueError(f"head_search_folds must be >= 2, got {self.search_folds}")
 
     @property
     def needs_search(self) -> bool:
@@ -93,12 +103,19 @@ class HeadChoice:
 class HeadTrial:
     number: int
     choice: HeadChoice
-    #: the best class-balanced validation loss over its epochs (the epoch early stopping keeps)
+    #: the best class-balanced held-out loss over its epochs (the epoch early stopping keeps; with
+    #: cross-validation, the mean over the folds)
     val_loss: float
-    #: ROC AUC of that epoch's validation scores
+    #: ROC AUC of that epoch's held-out scores
     val_roc_auc: float
     epochs: int
     seconds: float
+    #: "val" or "train+val_cv": what it was scored on (its child-run metrics are named after it)
+    scored_on: str = "val"
+
+    @property
+    def metric_prefix(self) -> str:
+        return METRIC_PREFIX[self.scored_on]
 
 
 @dataclass
@@ -106,6 +123,8 @@ class HeadSearchResult:
     choice: HeadChoice
     trials: list[HeadTrial] = field(default_factory=list)
     searched: bool = True
+    #: what the trials were scored on; "val" where cross-validation could not run (see :func:`search_head`)
+    search_data: str = "val"
 
 
 def best_head_trial(trials: list[HeadTrial]) -> HeadTrial:
@@ -114,6 +133,35 @@ def best_head_trial(trials: list[HeadTrial]) -> HeadTrial:
     if not scored:
         raise ValueError("no head candidate could be scored on the validation split (did every one diverge?)")
     return min(scored, key=lambda t: (round(t.val_loss, 9), t.choice.dense_units, t.number))
+
+
+def _fit_and_score(choice: HeadChoice, vectors_train: list, y_train, vectors_held, y_held, config: HeadTrainingConfig,
+                   seed: int) -> tuple[float, float, int]:
+    """A fresh head with ``choice``'s settings trained on ``vectors_train`` with early stopping on the
+    held-out vectors: (its best class-balanced held-out loss, the held-out AUC of that epoch, epochs)."""
+    keras.utils.set_random_seed(seed)  # each candidate from the same start: only its settings differ
+    head = build_head(int(vectors_held.shape[-1]), dense_units=choice.dense_units, dropout=choice.dropout)
+    history: dict = {}
+    epochs = fit_head(head, vectors_train, y_train, vectors_held, y_held, replace(config, lr_head=choice.lr_head),
+                      history=history, verbose=0)
+    losses = np.asarray(history.get("val_loss", []), dtype=float)
+    loss = float(np.nanmin(losses)) if len(losses) and np.isfinite(losses).any() else math.inf
+    p_held = np.asarray(head.predict(vectors_held, batch_size=config.batch_size, verbose=0))[:, 0]
+    auc = validation_auc(p_held, np.asarray(y_held).astype(int)) if np.isfinite(p_held).all() else math.nan
+    return loss, auc, epochs
+
+
+def _cv_folds(vectors_train: list, y_train, vectors_val, y_val, settings: HeadSearchSettings):
+    """(pooled vectors, pooled labels, folds) for cross-validation over train + validation, or None where
+    it cannot run: a class with fewer images than folds, or training vectors of several views (the
+    validation images have one; the candidates would be scored on a mix)."""
+    y_pool = np.concatenate([y_train, y_val]).astype(int)
+    counts = np.bincount(y_pool)
+    if len(vectors_train) != 1 or len(counts) < 2 or counts.min() < settings.search_folds:
+        return None
+    x_pool = np.concatenate([vectors_train[0], vectors_val])
+    folds = StratifiedKFold(settings.search_folds, shuffle=True, random_state=settings.seed).split(x_pool, y_pool)
+    return x_pool, y_pool, list(folds)
 
 
 def search_head(vectors_train: list, y_train: np.ndarray, vectors_val: np.ndarray, y_val: np.ndarray,
@@ -126,7 +174,19 @@ def search_head(vectors_train: list, y_train: np.ndarray, vectors_val: np.ndarra
         return HeadSearchResult(settings.given_or_default(), searched=False)
     import optuna
 
-    features = int(np.asarray(vectors_val).shape[-1])
+    vectors_val = np.asarray(vectors_val)
+    pooled = _cv_folds(vectors_train, y_train, vectors_val, y_val, settings) \
+        if settings.search_data == "train+val_cv" else None
+    scored_on = "val" if pooled is None else "train+val_cv"
+
+    def score(choice: HeadChoice) -> tuple[float, float, int]:
+        if pooled is None:
+            return _fit_and_score(choice, vectors_train, y_train, vectors_val, y_val, config, settings.seed)
+        x_pool, y_pool, folds = pooled
+        per_fold = [_fit_and_score(choice, [x_pool[fit]], y_pool[fit], x_pool[held], y_pool[held], config, settings.seed)
+                    for fit, held in folds]
+        return tuple(float(np.mean(values)) for values in zip(*per_fold))  # type: ignore[return-value]
+
     trials: list[HeadTrial] = []
 
     def objective(trial) -> float:
@@ -138,23 +198,14 @@ def search_head(vectors_train: list, y_train: np.ndarray, vectors_val: np.ndarra
             dense_units=int(settings.dense_units) if settings.dense_units != AUTO
             else trial.suggest_categorical("dense_units", list(settings.dense_units_choices)))
         started = time.perf_counter()
-        keras.utils.set_random_seed(settings.seed)  # each candidate from the same start: only its settings differ
-        head = build_head(features, dense_units=choice.dense_units, dropout=choice.dropout)
-        history: dict = {}
-        epochs = fit_head(head, vectors_train, y_train, vectors_val, y_val, replace(config, lr_head=choice.lr_head),
-                          history=history, verbose=0)
-        losses = np.asarray(history.get("val_loss", []), dtype=float)
-        best_loss = float(np.nanmin(losses)) if len(losses) and np.isfinite(losses).any() else math.inf
-        p_val = np.asarray(head.predict(vectors_val, batch_size=config.batch_size, verbose=0))[:, 0]
-        record = HeadTrial(trial.number, choice, best_loss,
-                           validation_auc(p_val, np.asarray(y_val).astype(int)) if np.isfinite(p_val).all() else math.nan,
-                           epochs, time.perf_counter() - started)
+        loss, auc, epochs = score(choice)
+        record = HeadTrial(trial.number, choice, loss, auc, int(round(epochs)), time.perf_counter() - started, scored_on)
         trials.append(record)
         if on_trial is not None:
             on_trial(record)
-        return best_loss if math.isfinite(best_loss) else 1e9
+        return loss if math.isfinite(loss) else 1e9
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
     study.optimize(objective, n_trials=settings.search_trials, timeout=settings.search_budget_s)
-    return HeadSearchResult(best_head_trial(trials).choice, trials)
+    return HeadSearchResult(best_head_trial(trials).choice, trials, search_data=scored_on)

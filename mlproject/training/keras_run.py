@@ -22,6 +22,7 @@ from mlproject.training.batches import predict_in_batches
 from mlproject.training.fast_scoring import choose_fast_scoring, fast_scores
 from mlproject.training.head_search import HeadChoice, HeadSearchSettings, HeadTrial, parse_auto, search_head
 from mlproject.training.head_training import HeadTrainingConfig, prepare_training_inputs, train_head_classifier
+from mlproject.training.svm_training import SEARCH_DATA
 
 log = logging.getLogger("alloop")
 
@@ -50,16 +51,18 @@ def resolve_precision(choice: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> tup
 def head_search_settings(args) -> HeadSearchSettings:
     return HeadSearchSettings(lr_head=args.lr_head, dropout=args.dropout, dense_units=args.dense_units,
                               search_trials=args.head_search_trials, search_budget_s=args.head_search_budget_s,
-                              seed=args.seed)
+                              search_data=args.head_search_data, search_folds=args.head_search_folds, seed=args.seed)
 
 
 def log_head_trial(trial: HeadTrial) -> None:
-    """One head candidate as a child run of the entry point's run (the MLflow UI compares them)."""
+    """One head candidate as a child run of the entry point's run (the MLflow UI compares them); its
+    metrics are named by what they were scored on (``val_`` or ``cv_``)."""
+    prefix = trial.metric_prefix
     with mlflow.start_run(run_name=f"head-trial-{trial.number}", nested=True):
         mlflow.log_params({"lr_head": trial.choice.lr_head, "dropout": trial.choice.dropout,
-                           "dense_units": trial.choice.dense_units, "trial": trial.number, "scored_on": "val"})
-        mlflow.log_metrics({"val_loss": trial.val_loss, "val_roc_auc": trial.val_roc_auc, "epochs": trial.epochs,
-                            "fit_seconds": trial.seconds})
+                           "dense_units": trial.choice.dense_units, "trial": trial.number, "scored_on": trial.scored_on})
+        mlflow.log_metrics({f"{prefix}loss": trial.val_loss, f"{prefix}roc_auc": trial.val_roc_auc,
+                            "epochs": trial.epochs, "fit_seconds": trial.seconds})
 
 
 def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadTrainingConfig) -> None:
@@ -92,7 +95,12 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
                                  settings, config, on_trial=log_head_trial)
             mlflow.log_params({"lr_head_chosen": search.choice.lr_head, "dropout_chosen": search.choice.dropout,
                                "dense_units_chosen": search.choice.dense_units,
-                               "head_search_trials_run": len(search.trials)})
+                               "head_search_trials_run": len(search.trials),
+                               "head_search_data_used": search.search_data})
+            if search.search_data != settings.search_data:
+                print(f"head_search_data={settings.search_data}: too few images of a class for "
+                      f"{settings.search_folds} folds, or augmented training views, so the head search scored on "
+                      "the validation split (param head_search_data_used)")
             if (search.choice.dense_units, search.choice.dropout) != (head.dense_units, head.dropout):
                 # Another head on the same blocks: the cached outputs and vectors stay valid.
                 rebuilt = build(precision, search.choice)
@@ -181,6 +189,11 @@ def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
                             "(each trained on the cached feature vectors, scored on the validation split)")
     group.add_argument("--head-search-budget-s", type=float, default=defaults.search_budget_s,
                        help="and at most this many seconds of head search")
+    group.add_argument("--head-search-data", default=defaults.search_data, choices=SEARCH_DATA,
+                       help="what each head candidate is scored on: the validation split, or k-fold "
+                            "cross-validation over train + validation (never the test split; not with augment)")
+    group.add_argument("--head-search-folds", type=common.integer, default=defaults.search_folds,
+                       help="folds of that cross-validation")
     group.add_argument("--patience", type=common.integer, default=patience, help=patience_help)
     group.add_argument("--augment", type=common.str2bool, default=False,
                        help="random flips and 90-degree rotations (label-preserving for textures); cached, "

@@ -15,6 +15,7 @@ from integrations import mlflow_registry
 from mlproject.data.loaders import load_dataset
 from mlproject.data.split import stratified_split
 from mlproject.entrypoints import finetune, frozen
+from mlproject.training.svm_training import SEARCH_DATA
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +31,19 @@ def _latest_parent(client):
     return parents[0], children
 
 
-def test_head_trials_are_child_runs_and_the_winner_is_registered_and_inherited(tracking_uri, synthetic_data):
-    frozen.main(["--data", str(synthetic_data), *SEARCH, "--registered-model-name", "head-search"])
+@pytest.mark.parametrize("search_data", SEARCH_DATA)
+def test_head_trials_are_child_runs_and_the_winner_is_registered_and_inherited(tracking_uri, synthetic_data,
+                                                                              search_data):
+    frozen.main(["--data", str(synthetic_data), *SEARCH, "--head-search-data", search_data,
+                 "--registered-model-name", "head-search"])
     client = MlflowClient()
     parent, children = _latest_parent(client)
     assert len(children) == int(parent.data.params["head_search_trials_run"]) == 4
-    assert all(c.data.params["scored_on"] == "val" and "val_loss" in c.data.metrics for c in children)
-    winner = min(children, key=lambda c: (round(c.data.metrics["val_loss"], 9), int(c.data.params["dense_units"]),
+    # enough of each class for the folds: scored on what was asked
+    assert parent.data.params["head_search_data_used"] == search_data
+    loss = {"val": "val_loss", "train+val_cv": "cv_loss"}[search_data]
+    assert all(c.data.params["scored_on"] == search_data and loss in c.data.metrics for c in children)
+    winner = min(children, key=lambda c: (round(c.data.metrics[loss], 9), int(c.data.params["dense_units"]),
                                           int(c.data.params["trial"])))
     for key in ("lr_head", "dropout", "dense_units"):
         assert parent.data.params[key] == "auto"

@@ -2,6 +2,7 @@
 validation only (Optuna and Keras for real, small synthetic vectors)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -110,3 +111,41 @@ def test_the_choice_follows_validation_not_training_data_alone():
     agree = search_head([x_train], y_train, x_val, y_val, settings, CONFIG)
     reverse = search_head([x_train], y_train, x_val, 1 - y_val, settings, CONFIG)
     assert min(t.val_loss for t in agree.trials) < min(t.val_loss for t in reverse.trials)
+
+
+def test_cross_validation_scores_each_candidate_on_every_fold_of_train_and_validation():
+    x_train, y_train = vectors(120, seed=0)
+    x_val, y_val = vectors(40, seed=1)
+    settings = HeadSearchSettings(lr_head=AUTO, dropout=0.0, dense_units=0, search_trials=2, search_data="train+val_cv",
+                                  search_folds=3)
+    result = search_head([x_train], y_train, x_val, y_val, settings, CONFIG)
+    assert result.search_data == "train+val_cv"
+    assert all(t.scored_on == "train+val_cv" and t.metric_prefix == "cv_" for t in result.trials)
+    # the same candidate scored on validation alone gets another loss: the folds are what it was scored on
+    on_val = search_head([x_train], y_train, x_val, y_val, replace(settings, search_data="val"), CONFIG)
+    assert on_val.trials[0].choice == result.trials[0].choice
+    assert on_val.trials[0].val_loss != pytest.approx(result.trials[0].val_loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("why", ["too few defects", "several views"])
+def test_cross_validation_falls_back_to_validation_where_it_cannot_run(why):
+    x_train, y_train = vectors(120, seed=0)
+    x_val, y_val = vectors(40, seed=1)
+    views = [x_train]
+    if why == "too few defects":
+        keep = np.flatnonzero(y_train == 0).tolist() + np.flatnonzero(y_train == 1)[:2].tolist()
+        x_train, y_train, views = x_train[keep], y_train[keep], [x_train[keep]]
+        y_val = np.zeros_like(y_val)
+        y_val[:2] = 1  # 4 defects in train + validation: fewer than 5 folds
+    else:
+        views = [x_train, x_train[:, ::-1].copy()]
+    settings = HeadSearchSettings(lr_head=AUTO, search_trials=1, search_data="train+val_cv")
+    result = search_head(views, y_train, x_val, y_val, settings, CONFIG)
+    assert result.search_data == "val" and result.trials[0].scored_on == "val"
+
+
+def test_settings_refuse_unknown_search_data_and_too_few_folds():
+    with pytest.raises(ValueError, match="head_search_data"):
+        HeadSearchSettings(search_data="test")
+    with pytest.raises(ValueError, match="head_search_folds"):
+        HeadSearchSettings(search_folds=1)
