@@ -85,6 +85,18 @@ def test_the_search_scores_each_candidate_on_validation_and_keeps_the_best():
     assert max(t.val_roc_auc for t in result.trials) > 0.9  # the classes are separable: candidates learn them
 
 
+def test_the_default_head_and_a_linear_one_are_the_first_candidates():
+    x_train, y_train = vectors(120, seed=0)
+    x_val, y_val = vectors(48, seed=1)
+    settings = HeadSearchSettings(lr_head=AUTO, dropout=AUTO, dense_units=AUTO, search_trials=3)
+    trials = search_head([x_train], y_train, x_val, y_val, settings, CONFIG).trials
+    assert trials[0].choice == HeadChoice(1e-3, 0.5, 256) and trials[1].choice == HeadChoice(1e-3, 0.5, 0)
+    assert trials[2].choice not in (trials[0].choice, trials[1].choice)  # then Optuna samples
+    only_lr = search_head([x_train], y_train, x_val, y_val, HeadSearchSettings(lr_head=AUTO, dense_units=64,
+                                                                              search_trials=1), CONFIG).trials
+    assert [t.choice for t in only_lr] == [HeadChoice(1e-3, 0.5, 64)]  # the given width, from the default rate
+
+
 def test_the_search_is_reproducible_and_keeps_what_was_given():
     x_train, y_train = vectors(120, seed=0)
     x_val, y_val = vectors(48, seed=1)
