@@ -29,15 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_feature_arguments(parser)
     parser.add_argument("--C", type=parse_C, default=AUTO, help="SVM regularisation, or 'auto' (searched)")
     parser.add_argument("--kernel", default=AUTO, choices=[AUTO, *KERNELS], help="SVM kernel, or 'auto' (searched)")
-    parser.add_argument("--search-trials", type=common.integer, default=SvmSettings.search_trials,
-                        help="at most this many candidates when C or kernel is 'auto'")
-    parser.add_argument("--search-budget-s", type=float, default=SvmSettings.search_budget_s,
-                        help="and at most this many seconds of search")
-    parser.add_argument("--search-data", default=SvmSettings.search_data, choices=SEARCH_DATA,
-                        help="what each candidate is scored on: the validation split, or k-fold cross-validation "
-                             "over train + validation (never the test split)")
-    parser.add_argument("--search-folds", type=common.integer, default=SvmSettings.search_folds,
-                        help="folds of that cross-validation")
+    common.add_search_arguments(parser, prefix="", defaults=SvmSettings, searched="C or kernel", search_data=SEARCH_DATA)
     parser.add_argument("--batch-size", type=common.integer, default=32)
     return parser
 

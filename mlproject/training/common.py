@@ -60,6 +60,21 @@ def image_size_argument(value: str) -> int | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_search_arguments(parser, *, prefix: str, defaults, searched: str, search_data: tuple[str, ...],
+                         cv_note: str = "") -> None:
+    """A budgeted search's four options, ``--{prefix}search-trials/-budget-s/-data/-folds``, with
+    ``defaults``' values (a settings dataclass with those fields); ``searched`` names what is ``auto``."""
+    parser.add_argument(f"--{prefix}search-trials", type=integer, default=defaults.search_trials,
+                        help=f"at most this many candidates when {searched} is 'auto'")
+    parser.add_argument(f"--{prefix}search-budget-s", type=float, default=defaults.search_budget_s,
+                        help="and at most this many seconds of search")
+    parser.add_argument(f"--{prefix}search-data", default=defaults.search_data, choices=search_data,
+                        help="what each candidate is scored on: the validation split, or k-fold cross-validation "
+                             f"over train + validation (never the test split{cv_note})")
+    parser.add_argument(f"--{prefix}search-folds", type=integer, default=defaults.search_folds,
+                        help="folds of that cross-validation")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=SYNTHETIC,

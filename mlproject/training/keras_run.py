@@ -184,16 +184,8 @@ def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
     group.add_argument("--batch-size", type=common.integer, default=16)
     group.add_argument("--lr-head", type=parse_auto(float), default=defaults.lr_head,
                        help="the head's learning rate (standardised inputs), or 'auto' (searched)")
-    group.add_argument("--head-search-trials", type=common.integer, default=defaults.search_trials,
-                       help="at most this many head candidates when lr_head, dropout or dense_units is 'auto' "
-                            "(each trained on the cached feature vectors, scored on the validation split)")
-    group.add_argument("--head-search-budget-s", type=float, default=defaults.search_budget_s,
-                       help="and at most this many seconds of head search")
-    group.add_argument("--head-search-data", default=defaults.search_data, choices=SEARCH_DATA,
-                       help="what each head candidate is scored on: the validation split, or k-fold "
-                            "cross-validation over train + validation (never the test split; not with augment)")
-    group.add_argument("--head-search-folds", type=common.integer, default=defaults.search_folds,
-                       help="folds of that cross-validation")
+    common.add_search_arguments(group, prefix="head-", defaults=defaults, searched="lr_head, dropout or dense_units",
+                                search_data=SEARCH_DATA, cv_note="; not with augment")
     group.add_argument("--patience", type=common.integer, default=patience, help=patience_help)
     group.add_argument("--augment", type=common.str2bool, default=False,
                        help="random flips and 90-degree rotations (label-preserving for textures); cached, "
