@@ -191,7 +191,6 @@ class TrainingInputs:
     fixed_val: list | None
     vectors_train: list
     vectors_val: np.ndarray | None
-    seconds: float
 
     def release(self) -> None:
         self.fixed_train = self.fixed_val = self.vectors_val = None
@@ -201,7 +200,6 @@ class TrainingInputs:
 def prepare_training_inputs(classifier: HeadClassifier, x_train: np.ndarray, x_val: np.ndarray,
                             config: HeadTrainingConfig) -> TrainingInputs:
     """The fixed blocks' outputs (cached, if ``config`` says so) and the head's feature vectors."""
-    started = time.perf_counter()
     has_tail = classifier.tail is not None and config.finetune_epochs > 0
     n_views = DIHEDRAL_VIEWS if config.augment else 1
 
@@ -212,8 +210,7 @@ def prepare_training_inputs(classifier: HeadClassifier, x_train: np.ndarray, x_v
         # Training from images (augmentation without a cache): the warm-up still runs on the
         # vectors of the images as they are, one forward pass, then fine-tuning sees augmented images.
         return TrainingInputs(None, None, [predict_in_batches(classifier.features, x_train, desc="features (train)")],
-                              predict_in_batches(classifier.features, x_val, desc="features (val)"),
-                              time.perf_counter() - started)
+                              predict_in_batches(classifier.features, x_val, desc="features (val)"))
     per_image_bytes = 4 * sum(int(np.prod(o.shape[1:])) for o in classifier.fixed.outputs)
     check_cache_fits(len(x_train), len(x_val), n_views, per_image_bytes,
                      forward_batch_bytes(classifier.fixed, CACHE_BATCH_SIZE), available_memory_bytes(),
@@ -232,7 +229,7 @@ def prepare_training_inputs(classifier: HeadClassifier, x_train: np.ndarray, x_v
     # head is all that trains, so it sees the augmented views. Before fine-tuning it only needs a
     # converged start, which the images as they are give at 1/8 of the cost.
     vectors_train = [features_of(f) for f in (fixed_train if not has_tail else fixed_train[:1])]
-    return TrainingInputs(fixed_train, fixed_val, vectors_train, features_of(fixed_val), time.perf_counter() - started)
+    return TrainingInputs(fixed_train, fixed_val, vectors_train, features_of(fixed_val))
 
 
 def fit_head(head: keras.Model, vectors_train: list, y_train: np.ndarray, vectors_val: np.ndarray, y_val: np.ndarray,
