@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 from provenance import git_commit  # noqa: E402  (beside this script)
-from suite import cpu_model  # noqa: E402
+from suite import machine_description  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "stream.json"
 
 
@@ -67,8 +65,7 @@ def main() -> None:
     base = rates["tensorflow_float32"]
     result = {"date": dt.date.today().isoformat(), "commit": git_commit(),
               "command": "python benchmarks/bench_pass_speed.py " + " ".join(sys.argv[1:]),
-              "machine": f"{os.cpu_count()} vCPUs, {platform.machine()}, {cpu_model()}, "
-                         f"native bfloat16: {native_bfloat16()}",
+              "machine": machine_description(),
               "image_size": args.size, "images": args.images,
               "images_per_s": {k: round(v, 3) for k, v in rates.items()},
               "ratio_to_tensorflow_float32": {k: round(v / base, 2) for k, v in rates.items()}}

@@ -3,7 +3,7 @@
 train + validation: ``--search-data``), compared without the test split.
 
 As in ``svm_search_data_cv.py``: per dataset, the suite's split (`split_seed=0`) with its **test part
-dropped before anything is computed**; frozen HED features (stats of block3-5, 224 px, sign-log as the
+dropped before anything is computed**; frozen HED features (stats of block3-5, 224 px or ``--size``, sign-log as the
 head reads them) of the rest; then, `--repeats` times, a stratified pseudo-train / pseudo-val /
 pseudo-test split (0.65 / 0.15 / 0.2). Each head is trained as the entry point trains it
 (:func:`~mlproject.training.head_training.fit_head`: standardised inputs, balanced class weights, early
@@ -12,7 +12,7 @@ and scored on pseudo-test. The search sees pseudo-train and pseudo-val only. For
 baseline (balanced logistic regression, threshold 0.5) fitted on pseudo-train.
 
 Usage: python benchmarks/head_search_cv.py [--datasets dagm,casting_impeller,elpv_solar,neu_steel-inclusion]
-       [--repeats 3] [--budget-s 60]
+       [--repeats 3] [--budget-s 60] [--size 224]
 Writes benchmarks/out/head_search_cv.json; the table goes into benchmarks/RESULTS.md by hand.
 """
 
@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from a checkout
 from operating_point_cv import OUT, features_without_test  # noqa: E402  (beside this script)
 from provenance import git_commit  # noqa: E402
-from suite import DATASETS, baseline_model, baseline_view  # noqa: E402
+from suite import DATASETS, baseline_model, baseline_view, machine_description  # noqa: E402
 from svm_search_data_cv import STATS_WIDTHS  # noqa: E402
 
-SIZE = 224
+SIZE = 224  # the other studies' size; --size for the suite's own (auto: 512 on DAGM)
 
 
 def scored_head(x, y, train, val, test, choice, seed: int) -> dict:
@@ -92,14 +92,16 @@ def main(argv=None) -> None:
     parser.add_argument("--budget-s", type=float, default=60.0)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--search-data", default="val,train+val_cv", help="comma-separated: what the search scores on")
+    parser.add_argument("--size", type=int, default=SIZE, help="image size of the features (cached per size)")
     parser.add_argument("--out", default="head_search_cv.json", help="file name under benchmarks/out")
     args = parser.parse_args(argv)
     from mlproject.models.feature_transforms import signed_log1p
 
     results = {"command": "python benchmarks/head_search_cv.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "size": SIZE, "datasets": {}}
+               "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "machine": machine_description(),
+               "size": args.size, "datasets": {}}
     for dataset in args.datasets.split(","):
-        x_raw, y = features_without_test(dataset, SIZE)
+        x_raw, y = features_without_test(dataset, args.size)
         # the head reads the sign-log of the stats (log_features=true); the baseline takes its own view
         x = np.asarray(signed_log1p(x_raw), dtype=np.float32)
         rows = []

@@ -233,9 +233,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def main(argv=None) -> None:
+def machine_description() -> str:
+    """Cores, CPU model and whether it computes bfloat16 natively: what each figure's speed depends on."""
     from mlproject.registry.pyfunc import native_bfloat16
 
+    return f"{os.cpu_count()} vCPUs, {platform.machine()}, {cpu_model()}, native bfloat16: {native_bfloat16()}, no GPU"
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="svm", help="comma-separated entry points")
     parser.add_argument("--datasets", default=",".join(DATASETS))
@@ -249,8 +254,7 @@ def main(argv=None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{OUT / 'suite.db'}"
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": git_commit(),
-            "machine": f"{os.cpu_count()} vCPUs, {platform.machine()}, {cpu_model()}, native bfloat16: "
-                       f"{native_bfloat16()}, no GPU",
+            "machine": machine_description(),
             "command": "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     rows = []
     for dataset in args.datasets.split(","):
