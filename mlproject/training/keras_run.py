@@ -173,10 +173,11 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         common.print_where_to_look(ref)
 
 
-def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
+def add_head_arguments(parser, *, patience: int, patience_help: str,
+                       defaults: HeadSearchSettings = HeadSearchSettings()) -> None:
+    """``defaults``: the entry point's head settings (each given or ``auto``) and search options."""
     common.add_feature_arguments(parser)
     group = parser.add_argument_group("head")
-    defaults = HeadSearchSettings()
     group.add_argument("--dense-units", type=parse_auto(int), default=defaults.dense_units,
                        help="units of the head's hidden layer (0: a linear head), or 'auto' (searched)")
     group.add_argument("--dropout", type=parse_auto(float), default=defaults.dropout,

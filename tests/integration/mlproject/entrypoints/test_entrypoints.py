@@ -40,7 +40,8 @@ def artifact_paths(client, run_id, folder):
     "entry_point,extra,epochs",
     [
         ("svm", {"pooling": "stats", "feature_layers": "block3_pool,block4_pool"}, None),
-        ("frozen", {"epochs": 3, "dense_units": 16}, 3),
+        # frozen searches lr_head and dropout by default (cross-validated): two candidates keep it short
+        ("frozen", {"epochs": 3, "dense_units": 16, "head_search_trials": 2}, 3),
         ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16}, 4),
         # augmentation on cached outputs: all 8 flip/rotation views cached; scored over the 8 views too
         ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16, "augment": "true",

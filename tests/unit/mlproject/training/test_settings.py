@@ -48,3 +48,14 @@ def test_the_logged_feature_layers_parse_back_as_retraining_passes_them(module):
     logged = str(module.build_parser().parse_args([]).feature_layers)
     again = module.build_parser().parse_args(["--feature-layers", logged])
     assert common.feature_layers(again.feature_layers) == ("block3_pool", "block4_pool", "block5_pool")
+
+
+def test_frozen_searches_its_head_by_default_cross_validated_and_finetune_keeps_the_fixed_head():
+    from mlproject.training.head_search import AUTO
+    from mlproject.training.keras_run import head_search_settings
+
+    searched = head_search_settings(frozen.build_parser().parse_args([]))
+    assert (searched.lr_head, searched.dropout, searched.dense_units) == (AUTO, AUTO, AUTO)
+    assert searched.needs_search and searched.search_data == "train+val_cv"
+    fixed = head_search_settings(finetune.build_parser().parse_args([]))
+    assert not fixed.needs_search and (fixed.dense_units, fixed.search_data) == (256, "val")
