@@ -82,7 +82,7 @@ def test_finetune_searches_its_warm_up_head_then_fine_tunes_the_winner(tracking_
 
 def test_given_head_settings_run_no_search(tracking_uri, synthetic_data):
     frozen.main(["--data", str(synthetic_data), "--weights", "none", "--image-size", "32", "--epochs", "2",
-                 "--dense-units", "0", "--registered-model-name", "no-search"])
+                 "--lr-head", "0.001", "--dropout", "0.5", "--dense-units", "0", "--registered-model-name", "no-search"])
     parent, children = _latest_parent(MlflowClient())
     assert children == [] and "lr_head_chosen" not in parent.data.params
     model = mlflow.pyfunc.load_model("models:/no-search@challenger").unwrap_python_model()
@@ -108,7 +108,9 @@ def test_a_signal_planted_in_the_test_split_cannot_change_the_head_chosen(tracki
     assert after.data.params["manifest_hash"] == before.data.params["manifest_hash"]
     for key in ("lr_head_chosen", "dropout_chosen", "dense_units_chosen"):
         assert after.data.params[key] == before.data.params[key]
-    by_trial = lambda runs: sorted((int(r.data.params["trial"]), r.data.metrics["val_loss"]) for r in runs)  # noqa: E731
+    # frozen's default search data (train+val_cv) logs cv_loss; the test split is in no fold either way
+    assert {c.data.params["scored_on"] for c in after_children} == {"train+val_cv"}
+    by_trial = lambda runs: sorted((int(r.data.params["trial"]), r.data.metrics["cv_loss"]) for r in runs)  # noqa: E731
     np.testing.assert_allclose(by_trial(after_children), by_trial(before_children), rtol=1e-4)
     # the test split did change: what was scored on it differs
     assert not np.isclose(after.data.metrics["test_roc_auc"], before.data.metrics["test_roc_auc"]) or \
