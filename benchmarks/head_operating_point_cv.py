@@ -34,26 +34,15 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from a checkout
-from operating_point_cv import OUT, features_without_test  # noqa: E402  (beside this script)
+from head_search_cv import head_scores  # noqa: E402  (beside this script)
+from operating_point_cv import OUT, features_without_test  # noqa: E402
 from provenance import git_commit  # noqa: E402
 from suite import DATASETS, machine_description  # noqa: E402
 
 SIZE = 224
+#: (dense units, dropout); both at the default learning rate
 HEADS = {"fixed": (256, 0.5), "linear": (0, 0.5)}
 RULES = ("val", "pooled", "pooled_gap", "half")
-
-
-def head_scores(x, y, fit_rows, val_rows, score_rows, units: int, dropout: float, seed: int) -> np.ndarray:
-    import keras
-
-    from mlproject.models.variants import build_head
-    from mlproject.training.head_training import HeadTrainingConfig, fit_head
-
-    keras.utils.set_random_seed(seed)
-    head = build_head(x.shape[1], dense_units=units, dropout=dropout)
-    fit_head(head, [x[fit_rows]], y[fit_rows], x[val_rows], y[val_rows], HeadTrainingConfig(finetune_epochs=0, seed=seed),
-             history={}, verbose=0)
-    return np.asarray(head.predict(x[score_rows], batch_size=256, verbose=0))[:, 0]
 
 
 def one_repeat(x, y, seed: int, heads: list[str], folds: int) -> dict:
@@ -61,17 +50,18 @@ def one_repeat(x, y, seed: int, heads: list[str], folds: int) -> dict:
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     from mlproject.evaluation.threshold import best_balanced_threshold, density_crossing_threshold
+    from mlproject.training.head_search import DEFAULT_LR_HEAD, HeadChoice
 
     rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=0.15 / 0.8, stratify=y[rest], random_state=seed)
     row: dict = {"seed": seed}
     for name in heads:
-        units, dropout = HEADS[name]
-        scores = head_scores(x, y, train, val, np.concatenate([val, test]), units, dropout, seed)
+        choice = HeadChoice(DEFAULT_LR_HEAD, HEADS[name][1], HEADS[name][0])
+        scores, _ = head_scores(x, y, train, val, np.concatenate([val, test]), choice, seed)
         p_val, p_test = scores[: len(val)], scores[len(val):]
         oof = np.empty(len(train))
         for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(train, y[train]):
-            oof[held] = head_scores(x, y, train[fit], val, train[held], units, dropout, seed)
+            oof[held], _ = head_scores(x, y, train[fit], val, train[held], choice, seed)
         y_pool, p_pool = np.concatenate([y[val], y[train]]), np.concatenate([p_val, oof])
         thresholds = {"val": density_crossing_threshold(y[val], p_val),
                       "pooled": density_crossing_threshold(y_pool, p_pool),

@@ -36,20 +36,29 @@ from svm_search_data_cv import STATS_WIDTHS  # noqa: E402
 SIZE = 224  # the other studies' size; --size for the suite's own (auto: 512 on DAGM)
 
 
-def scored_head(x, y, train, val, test, choice, seed: int) -> dict:
-    """A head with ``choice``'s settings, trained as the entry point does, scored on pseudo-test."""
+def head_scores(x, y, fit_rows, val_rows, score_rows, choice, seed: int) -> tuple[np.ndarray, int]:
+    """P(defect) of ``score_rows`` from a head with ``choice``'s settings, trained as the entry point
+    trains it on ``fit_rows`` with early stopping on ``val_rows``; and its epochs."""
     import keras
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-    from mlproject.evaluation.threshold import resolve_threshold
     from mlproject.models.variants import build_head
     from mlproject.training.head_training import HeadTrainingConfig, fit_head
 
     keras.utils.set_random_seed(seed)
     head = build_head(x.shape[1], dense_units=choice.dense_units, dropout=choice.dropout)
     config = HeadTrainingConfig(lr_head=choice.lr_head, finetune_epochs=0, seed=seed)
-    epochs = fit_head(head, [x[train]], y[train], x[val], y[val], config, history={}, verbose=0)
-    p_val, p_test = (np.asarray(head.predict(x[rows], batch_size=256, verbose=0))[:, 0] for rows in (val, test))
+    epochs = fit_head(head, [x[fit_rows]], y[fit_rows], x[val_rows], y[val_rows], config, history={}, verbose=0)
+    return np.asarray(head.predict(x[score_rows], batch_size=256, verbose=0))[:, 0], epochs
+
+
+def scored_head(x, y, train, val, test, choice, seed: int) -> dict:
+    """A head with ``choice``'s settings, trained as the entry point does, scored on pseudo-test."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from mlproject.evaluation.threshold import resolve_threshold
+
+    scores, epochs = head_scores(x, y, train, val, np.concatenate([val, test]), choice, seed)
+    p_val, p_test = scores[: len(val)], scores[len(val):]
     threshold = resolve_threshold("auto", y[val], p_val)
     return {"test_auc": float(roc_auc_score(y[test], p_test)),
             "test_bacc": float(balanced_accuracy_score(y[test], (p_test >= threshold).astype(int))),
