@@ -81,9 +81,9 @@ def _train_variants(weights: str, image_size: int, model_name: str, experiment: 
     from integrations.mlflow_runs import run_entry_point
 
     common = {"data": "synthetic", "weights": weights, "image_size": image_size, "registered_model_name": model_name}
-    # frozen searches its head by default; on the demo's small set a minute shows the child runs
+    # the head is searched by default; on the demo's small set a minute shows the child runs
     plan = [("svm", {}), ("frozen", {"epochs": 20, "head_search_budget_s": 60}),
-            ("finetune", {"warmup_epochs": 5, "epochs": 10})]
+            ("finetune", {"warmup_epochs": 5, "epochs": 10, "head_search_budget_s": 60})]
     for entry_point, extra in plan:
         typer.secho(f"\n=== mlflow run . -e {entry_point} ===", bold=True)
         run_entry_point(entry_point, {**common, **extra}, experiment=experiment)

@@ -20,7 +20,8 @@ from mlproject.registry.pyfunc import DefectClassifierModel, model_config_dict
 from mlproject.training import common
 from mlproject.training.batches import predict_in_batches
 from mlproject.training.fast_scoring import choose_fast_scoring, fast_scores
-from mlproject.training.head_search import HeadChoice, HeadSearchSettings, HeadTrial, parse_auto, search_head
+from mlproject.training.head_search import (SEARCHED_HEAD, HeadChoice, HeadSearchSettings, HeadTrial, parse_auto,
+                                            search_head)
 from mlproject.training.head_training import HeadTrainingConfig, prepare_training_inputs, train_head_classifier
 from mlproject.training.svm_training import SEARCH_DATA
 
@@ -173,9 +174,9 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
         common.print_where_to_look(ref)
 
 
-def add_head_arguments(parser, *, patience: int, patience_help: str,
-                       defaults: HeadSearchSettings = HeadSearchSettings()) -> None:
-    """``defaults``: the entry point's head settings (each given or ``auto``) and search options."""
+def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
+    """The head's options; by default it is searched (:data:`~mlproject.training.head_search.SEARCHED_HEAD`)."""
+    defaults = SEARCHED_HEAD
     common.add_feature_arguments(parser)
     group = parser.add_argument_group("head")
     group.add_argument("--dense-units", type=parse_auto(int), default=defaults.dense_units,

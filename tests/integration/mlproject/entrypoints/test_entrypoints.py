@@ -40,12 +40,12 @@ def artifact_paths(client, run_id, folder):
     "entry_point,extra,epochs",
     [
         ("svm", {"pooling": "stats", "feature_layers": "block3_pool,block4_pool"}, None),
-        # frozen searches lr_head and dropout by default (cross-validated): two candidates keep it short
+        # the head's lr_head and dropout are searched by default (cross-validated): two candidates keep it short
         ("frozen", {"epochs": 3, "dense_units": 16, "head_search_trials": 2}, 3),
-        ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16}, 4),
+        ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16, "head_search_trials": 2}, 4),
         # augmentation on cached outputs: all 8 flip/rotation views cached; scored over the 8 views too
-        ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16, "augment": "true",
-                      "cache_frozen_outputs": "true", "test_time_views": 8}, 4),
+        ("finetune", {"warmup_epochs": 2, "epochs": 2, "patience": 5, "dense_units": 16, "lr_head": 0.001,
+                      "dropout": 0.5, "augment": "true", "cache_frozen_outputs": "true", "test_time_views": 8}, 4),
     ],
     ids=["svm", "frozen", "finetune", "finetune-augmented-cached"],
 )
@@ -127,7 +127,7 @@ def test_plain_mlflow_run_builds_its_own_environment(tracking_uri, synthetic_dat
     from python_env.yaml (pyenv + virtualenv; first time about 2-3 minutes, then cached)."""
     command = ["mlflow", "run", str(REPO), "-e", "finetune", "--experiment-name", "tests",
                "-P", f"data={synthetic_data}", "-P", "warmup_epochs=1", "-P", "epochs=1",
-               "-P", "registered_model_name=plain-env", *sum((["-P", f"{k}={v}"] for k, v in TINY.items()), [])]
+               "-P", "head_search_trials=2", "-P", "registered_model_name=plain-env", *sum((["-P", f"{k}={v}"] for k, v in TINY.items()), [])]
     result = subprocess.run(command, env=project_env(), capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-5000:]
     assert "virtualenv" in result.stderr.lower() or "mlflow-" in result.stderr  # it used its own env

@@ -50,12 +50,14 @@ def test_the_logged_feature_layers_parse_back_as_retraining_passes_them(module):
     assert common.feature_layers(again.feature_layers) == ("block3_pool", "block4_pool", "block5_pool")
 
 
-def test_frozen_searches_its_head_by_default_cross_validated_and_finetune_keeps_the_fixed_head():
+@pytest.mark.parametrize("module", [frozen, finetune], ids=["frozen", "finetune"])
+def test_the_head_is_searched_by_default_cross_validated(module):
     from mlproject.training.head_search import AUTO
     from mlproject.training.keras_run import head_search_settings
 
-    searched = head_search_settings(frozen.build_parser().parse_args([]))
+    searched = head_search_settings(module.build_parser().parse_args([]))
     assert (searched.lr_head, searched.dropout, searched.dense_units) == (AUTO, AUTO, AUTO)
     assert searched.needs_search and searched.search_data == "train+val_cv"
-    fixed = head_search_settings(finetune.build_parser().parse_args([]))
-    assert not fixed.needs_search and (fixed.dense_units, fixed.search_data) == (256, "val")
+    given = head_search_settings(module.build_parser().parse_args(
+        ["--lr-head", "0.001", "--dropout", "0.5", "--dense-units", "256"]))
+    assert not given.needs_search and given.dense_units == 256
