@@ -175,7 +175,7 @@ def run_head_variant(args, *, variant: str, trainable_blocks: int, config: HeadT
 
 
 def add_head_arguments(parser, *, patience: int, patience_help: str) -> None:
-    """The head's options; by default it is searched (:data:`~mlproject.training.head_search.SEARCHED_HEAD`)."""
+    """The head's options; by default the head is searched (``SEARCHED_HEAD``: every setting ``auto``)."""
     defaults = SEARCHED_HEAD
     common.add_feature_arguments(parser)
     group = parser.add_argument_group("head")

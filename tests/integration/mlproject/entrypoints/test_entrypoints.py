@@ -127,7 +127,8 @@ def test_plain_mlflow_run_builds_its_own_environment(tracking_uri, synthetic_dat
     from python_env.yaml (pyenv + virtualenv; first time about 2-3 minutes, then cached)."""
     command = ["mlflow", "run", str(REPO), "-e", "finetune", "--experiment-name", "tests",
                "-P", f"data={synthetic_data}", "-P", "warmup_epochs=1", "-P", "epochs=1",
-               "-P", "head_search_trials=2", "-P", "registered_model_name=plain-env", *sum((["-P", f"{k}={v}"] for k, v in TINY.items()), [])]
+               "-P", "head_search_trials=2", "-P", "registered_model_name=plain-env",
+               *sum((["-P", f"{k}={v}"] for k, v in TINY.items()), [])]
     result = subprocess.run(command, env=project_env(), capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-5000:]
     assert "virtualenv" in result.stderr.lower() or "mlflow-" in result.stderr  # it used its own env
