@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,19 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 from provenance import git_commit  # noqa: E402  (beside this script)
 from suite import machine_description  # noqa: E402
+
+from mlproject.models.openvino_network import INFER_CHUNK  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "stream.json"
 CALIBRATION_IMAGES = 64
-CHUNK = 8
 
 
-def scores(compiled, images: np.ndarray) -> tuple[np.ndarray, float]:
-    """P(defect) per image and images/s, ``CHUNK`` at a time (as the registered model runs it)."""
-    request, parts = compiled.create_infer_request(), []
-    request.infer({0: images[:CHUNK]})  # kernels built for this batch shape outside the timing
+def scores(network, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """P(defect) per image and images/s through a compiled network (as the registered model runs it)."""
+    network(images[:INFER_CHUNK])  # kernels built for this batch shape outside the timing
     started = time.perf_counter()
-    for start in range(0, len(images), CHUNK):
-        parts.append(np.array(request.infer({0: images[start : start + CHUNK]})[compiled.outputs[0]])[:, 0])
-    return np.concatenate(parts), len(images) / (time.perf_counter() - started)
+    p_defect = network(images)[:, 0]
+    return p_defect, len(images) / (time.perf_counter() - started)
 
 
 #: What each recipe keeps in float (NNCF's defaults otherwise: per-channel int8 weights, int8 activations).
@@ -68,14 +66,13 @@ def recipe_options(nncf, network, recipe: str) -> dict:
 def measure(version, client, model_name: str, recipes: list[str]) -> dict:
     import mlflow
     import nncf
-    import openvino as ov
     from sklearn.metrics import balanced_accuracy_score
 
     from mlproject.data.decode import vgg_preprocess
     from mlproject.data.images import load_images
     from mlproject.data.loaders import load_dataset
     from mlproject.data.split import stratified_split
-    from mlproject.models.openvino_network import _export_model
+    from mlproject.models.openvino_network import compile_converted, convert_network
 
     params = client.get_run(version.run_id).data.params
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version.version}").unwrap_python_model()
@@ -87,23 +84,19 @@ def measure(version, client, model_name: str, recipes: list[str]) -> dict:
     calibration = load_images(split.train[::every][:CALIBRATION_IMAGES], size, progress=False, fit=fit)[0]
     val = vgg_preprocess(load_images(split.val, size, progress=False, fit=fit)[0])
     y_val = np.array([r.label == params.get("positive_label", "defect") for r in split.val])
-    exported, _ = _export_model(model.keras_model)
-    with tempfile.TemporaryDirectory() as tmp:
-        exported.export(str(Path(tmp) / "saved_model"), verbose=False)
-        network = ov.convert_model(str(Path(tmp) / "saved_model"))
-    core, hints = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    p32, rate32 = scores(core.compile_model(network, "CPU", hints), val)
+    network, with_embeddings = convert_network(model.keras_model)
+    p32, rate32 = scores(compile_converted(network, with_embeddings, "float32"), val)
     row = {"version": int(version.version), "data": Path(params["data"]).name, "image_size": size,
            "val_images": len(val), "threshold": threshold, "float32_images_per_s": round(rate32, 3),
            # a check that the inputs are what the model was trained on: about its validation figure
            "float32_val_balanced_accuracy": round(balanced_accuracy_score(y_val, p32 >= threshold), 3)}
-    batches = [vgg_preprocess(calibration[s : s + CHUNK]) for s in range(0, len(calibration), CHUNK)]
+    batches = [vgg_preprocess(calibration[s : s + INFER_CHUNK]) for s in range(0, len(calibration), INFER_CHUNK)]
     for recipe in recipes:
         options = recipe_options(nncf, network, recipe)
         started = time.perf_counter()
         quantized = nncf.quantize(network, nncf.Dataset(batches), subset_size=len(batches), **options)
         quantize_s = time.perf_counter() - started
-        p8, rate8 = scores(core.compile_model(quantized, "CPU", hints), val)
+        p8, rate8 = scores(compile_converted(quantized, with_embeddings, "float32"), val)
         flips = np.flatnonzero((p8 >= threshold) != (p32 >= threshold))
         row[recipe] = {"quantise_s": round(quantize_s, 1), "int8_images_per_s": round(rate8, 3),
                        "speedup": round(rate8 / rate32, 2), "val_flips": int(len(flips)),

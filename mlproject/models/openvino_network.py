@@ -87,20 +87,37 @@ def _export_model(keras_model):
     return keras_model, False
 
 
-def compile_network(keras_model, precision: str = "bfloat16") -> OpenVinoNetwork:
-    """``keras_model`` converted (through a SavedModel export) and compiled for this machine's CPU in
-    ``precision``. Takes a few seconds for VGG16; raises ImportError where OpenVINO is not installed."""
-    import openvino as ov
-
+def _check_precision(precision: str) -> None:
     if precision not in OPENVINO_PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(OPENVINO_PRECISIONS)}, got {precision!r}")
+
+
+def convert_network(keras_model):
+    """``(OpenVINO graph, with_embeddings)``: ``keras_model`` converted through a SavedModel export, not
+    yet compiled (what a quantiser such as NNCF takes)."""
+    import openvino as ov
+
     exported, with_embeddings = _export_model(keras_model)
     with tempfile.TemporaryDirectory(prefix="alloop-openvino-") as tmp:
         saved = Path(tmp) / "saved_model"
         exported.export(str(saved), verbose=False)
-        converted = ov.convert_model(str(saved))
+        return ov.convert_model(str(saved)), with_embeddings
+
+
+def compile_converted(converted, with_embeddings: bool, precision: str = "bfloat16") -> OpenVinoNetwork:
+    """A graph from :func:`convert_network` (or one derived from it) compiled for this machine's CPU."""
+    import openvino as ov
+
+    _check_precision(precision)
     # LATENCY: one request uses every core; the caller batches (throughput mode would want parallel requests).
     compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
                                                           "PERFORMANCE_HINT": "LATENCY"})
     log.info("OpenVINO %s network compiled for this CPU", precision)
     return OpenVinoNetwork(compiled, with_embeddings, precision)
+
+
+def compile_network(keras_model, precision: str = "bfloat16") -> OpenVinoNetwork:
+    """``keras_model`` converted and compiled for this machine's CPU in ``precision``. Takes a few
+    seconds for VGG16; raises ImportError where OpenVINO is not installed."""
+    _check_precision(precision)  # before the conversion, which takes seconds
+    return compile_converted(*convert_network(keras_model), precision)
